@@ -1,0 +1,114 @@
+"""Sayiir for Python: durable workflows as a plain library.
+
+Write plain functions, chain them with ``Flow``, and every step is checkpointed::
+
+    from sayiir_core import Flow, SqliteBackend, run_workflow, task
+
+    @task(retries=3, timeout="30s")
+    def charge(order: dict) -> dict: ...
+
+    wf = Flow("orders").then(validate).then(charge).build()
+    run_workflow(wf, {"id": 1}, instance_id="order-1", backend=SqliteBackend("app.db"))
+
+The public API matches the Sayiir 1.0 Python package (``import sayiir``), so switching
+is a change of import.
+"""
+
+from sayiir_core.backends.base import Backend, ConflictPolicy, HistoryEvent
+from sayiir_core.backends.memory import InMemoryBackend
+from sayiir_core.backends.sqlite import SqliteBackend
+from sayiir_core.backends.url import backend_from_url
+from sayiir_core.client import AsyncWorkflowClient, InstanceList, WorkflowClient
+from sayiir_core.codec import Codec, JsonCodec
+from sayiir_core.durations import parse_duration
+from sayiir_core.errors import (
+    BackendError,
+    DefinitionMismatchError,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    InvalidStateError,
+    LeaseLostError,
+    SerializationError,
+    SignalTimeoutError,
+    TaskError,
+    TaskTimeoutError,
+    WorkflowError,
+    WorkflowNotRegisteredError,
+)
+from sayiir_core.runtime.context import TaskExecutionContext, get_task_context
+from sayiir_core.runtime.worker import Worker, WorkerHandle
+from sayiir_core.status import Status, WorkflowStatus
+from sayiir_core.sync import (
+    cancel_workflow,
+    pause_workflow,
+    resume_workflow,
+    run_durable_workflow,
+    run_workflow,
+    send_signal,
+    unpause_workflow,
+)
+from sayiir_core.workflow import (
+    BranchBuilder,
+    Flow,
+    ForkBuilder,
+    LoopResult,
+    NodeInfo,
+    OnMax,
+    RetryPolicy,
+    TaskMetadata,
+    Workflow,
+    task,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncWorkflowClient",
+    "Backend",
+    "BackendError",
+    "BranchBuilder",
+    "Codec",
+    "ConflictPolicy",
+    "DefinitionMismatchError",
+    "Flow",
+    "ForkBuilder",
+    "HistoryEvent",
+    "InMemoryBackend",
+    "InstanceAlreadyExistsError",
+    "InstanceList",
+    "InstanceNotFoundError",
+    "InvalidStateError",
+    "JsonCodec",
+    "LeaseLostError",
+    "LoopResult",
+    "NodeInfo",
+    "OnMax",
+    "RetryPolicy",
+    "SerializationError",
+    "SignalTimeoutError",
+    "SqliteBackend",
+    "Status",
+    "TaskError",
+    "TaskExecutionContext",
+    "TaskMetadata",
+    "TaskTimeoutError",
+    "Worker",
+    "WorkerHandle",
+    "Workflow",
+    "WorkflowClient",
+    "WorkflowError",
+    "WorkflowNotRegisteredError",
+    "WorkflowStatus",
+    "__version__",
+    "backend_from_url",
+    "cancel_workflow",
+    "get_task_context",
+    "parse_duration",
+    "pause_workflow",
+    "resume_workflow",
+    "run_durable_workflow",
+    "run_workflow",
+    "send_signal",
+    "task",
+    "unpause_workflow",
+]

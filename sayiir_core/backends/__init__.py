@@ -1,0 +1,42 @@
+"""Storage backends: the ``Backend`` protocol, its records and the shipped backends.
+
+``InMemoryBackend`` for tests and prototypes, ``SqliteBackend`` for one machine (or a few
+processes sharing a file), ``PostgresBackend`` for a fleet; ``backend_from_url`` picks
+one from a URL.
+"""
+
+from __future__ import annotations
+
+from sayiir_core.backends.base import (
+    Backend,
+    BufferedSignal,
+    Claim,
+    ConflictPolicy,
+    ControlRequest,
+    HistoryEvent,
+    InstancePage,
+    InstanceRecord,
+    LoadedInstance,
+    NewInstance,
+    StepWrite,
+)
+from sayiir_core.backends.memory import InMemoryBackend
+from sayiir_core.backends.sqlite import SqliteBackend
+from sayiir_core.backends.url import backend_from_url
+
+__all__ = [
+    "Backend",
+    "BufferedSignal",
+    "Claim",
+    "ConflictPolicy",
+    "ControlRequest",
+    "HistoryEvent",
+    "InMemoryBackend",
+    "InstancePage",
+    "InstanceRecord",
+    "LoadedInstance",
+    "NewInstance",
+    "SqliteBackend",
+    "StepWrite",
+    "backend_from_url",
+]

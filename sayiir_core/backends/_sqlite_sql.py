@@ -1,0 +1,326 @@
+"""SQL statements and row <-> record conversion for ``SqliteBackend``.
+
+Kept apart from the backend so the backend reads as "transaction, rule, write" and the
+column lists live in one place. Statements are constant strings with parameters, so the
+``sqlite3`` statement cache prepares each one once per connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sayiir_core.backends.base import ControlRequest, HistoryEvent, InstanceRecord, StepWrite
+from sayiir_core.backends.rules import committed_record
+from sayiir_core.errors import BackendError
+from sayiir_core.machine.state import ErrorInfo
+from sayiir_core.status import Status
+
+RECORD_COLUMNS = (
+    "instance_id",
+    "workflow_id",
+    "definition_hash",
+    "status",
+    "input",
+    "created_at",
+    "updated_at",
+    "output",
+    "error",
+    "control",
+    "wake_at",
+    "reason",
+    "cancelled_by",
+    "paused_by",
+    "control_request",
+    "owner",
+    "claim_token",
+    "lease_until",
+    "priority",
+)
+_SELECT_LIST = ", ".join(RECORD_COLUMNS)
+# Everything but the identity and the write-once columns.
+_MUTABLE = [c for c in RECORD_COLUMNS if c not in ("instance_id", "input", "created_at")]
+
+SELECT_RECORD = f"SELECT {_SELECT_LIST} FROM sayiir_instances WHERE instance_id = ?"
+INSERT_RECORD = (
+    f"INSERT INTO sayiir_instances ({_SELECT_LIST}) "
+    f"VALUES ({', '.join(':' + c for c in RECORD_COLUMNS)})"
+)
+UPDATE_RECORD = (
+    f"UPDATE sayiir_instances SET {', '.join(f'{c} = :{c}' for c in _MUTABLE)} "
+    "WHERE instance_id = :instance_id"
+)
+DELETE_INSTANCE = "DELETE FROM sayiir_instances WHERE instance_id = ?"
+SELECT_TOKEN = "SELECT claim_token FROM sayiir_instances WHERE instance_id = ?"
+
+CLAIM = (
+    "UPDATE sayiir_instances SET owner = ?, claim_token = claim_token + 1, lease_until = ? "
+    f"WHERE instance_id = ? RETURNING {_SELECT_LIST}"
+)
+TAKE = (
+    "UPDATE sayiir_instances SET owner = ?, claim_token = ?, lease_until = ? WHERE instance_id = ?"
+)
+RENEW = (
+    "UPDATE sayiir_instances SET lease_until = ? "
+    "WHERE instance_id = ? AND claim_token = ? AND owner IS NOT NULL"
+)
+
+# The fenced step write: the WHERE clause is the fencing check, and RETURNING hands back
+# the pending control request, so a step costs this one statement plus its inserts.
+# status is left out on purpose: naming an indexed column in SET rewrites its index
+# entry even when the value is unchanged, which costs an extra page per commit; most
+# steps keep the status, so the backend sets it with SET_STATUS only when it changed.
+COMMIT_RECORD = """
+UPDATE sayiir_instances SET
+    control = :control, output = :output, error = :error,
+    wake_at = :wake_at, updated_at = :updated_at,
+    control_request = CASE WHEN :clear_request THEN NULL ELSE control_request END,
+    owner = CASE WHEN :release THEN NULL ELSE owner END,
+    lease_until = CASE WHEN :clear_lease THEN NULL ELSE lease_until END
+WHERE instance_id = :instance_id AND claim_token = :token AND owner IS NOT NULL
+RETURNING status, control_request
+"""
+SET_STATUS = "UPDATE sayiir_instances SET status = ? WHERE instance_id = ?"
+
+SELECT_CHECKPOINTS = (
+    "SELECT step_key, payload FROM sayiir_checkpoints WHERE instance_id = ? ORDER BY seq"
+)
+SELECT_CHECKPOINT_SEQS = (
+    "SELECT seq, step_key FROM sayiir_checkpoints WHERE instance_id = ? ORDER BY seq"
+)
+SELECT_CHECKPOINT = "SELECT payload FROM sayiir_checkpoints WHERE instance_id = ? AND step_key = ?"
+INSERT_CHECKPOINT = (
+    "INSERT INTO sayiir_checkpoints (instance_id, step_key, payload) VALUES (?, ?, ?)"
+)
+DELETE_CHECKPOINTS = "DELETE FROM sayiir_checkpoints WHERE instance_id = ?"
+DELETE_CHECKPOINTS_FROM = "DELETE FROM sayiir_checkpoints WHERE instance_id = ? AND seq >= ?"
+
+INSERT_SIGNAL = (
+    "INSERT INTO sayiir_signals (instance_id, name, payload, sent_at) VALUES (?, ?, ?, ?)"
+)
+NEXT_SIGNAL = (
+    "SELECT signal_id, name, payload FROM sayiir_signals "
+    "WHERE instance_id = ? AND name = ? ORDER BY signal_id LIMIT 1"
+)
+DELETE_SIGNAL = "DELETE FROM sayiir_signals WHERE signal_id = ? AND instance_id = ?"
+DELETE_SIGNALS = "DELETE FROM sayiir_signals WHERE instance_id = ?"
+
+# seq is computed in the INSERT itself: the (instance_id, seq) primary key makes MAX an
+# index lookup, and the write lock held by the transaction makes it race-free.
+INSERT_EVENT = """
+INSERT INTO sayiir_history (instance_id, seq, kind, at, step_key, attempt, worker_id, detail)
+VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM sayiir_history WHERE instance_id = ?1),
+        ?2, ?3, ?4, ?5, ?6, ?7)
+"""
+SELECT_EVENTS = (
+    "SELECT kind, at, step_key, attempt, worker_id, detail, seq FROM sayiir_history "
+    "WHERE instance_id = ? ORDER BY seq"
+)
+INSTANCE_EXISTS = "SELECT 1 FROM sayiir_instances WHERE instance_id = ?"
+
+
+def _sql_list(statuses: Sequence[Status]) -> str:
+    return ", ".join(f"'{status.value}'" for status in statuses)
+
+
+# rules.is_claimable as SQL, so LIMIT counts only instances that can really be claimed;
+# the backend still passes each row through is_claimable before taking it.
+_CLAIMABLE = f"""
+status IN ({_sql_list([s for s in Status if not s.is_terminal])})
+AND (owner IS NULL OR COALESCE(lease_until, 0) <= :now)
+AND (
+    control_request IS NOT NULL
+    OR status IN ({_sql_list([Status.PENDING, Status.RUNNING])})
+    OR (status IN ({_sql_list([Status.WAITING, Status.AWAITING_SIGNAL])})
+        AND wake_at IS NOT NULL AND wake_at <= :now)
+)
+"""
+
+
+def claimable_query(workflow_count: int) -> str:
+    """Up to ``:limit`` claimable instances of the given workflows, in claim order."""
+    placeholders = ", ".join(f":wf{i}" for i in range(workflow_count))
+    return (
+        f"SELECT {_SELECT_LIST} FROM sayiir_instances "
+        f"WHERE workflow_id IN ({placeholders}) AND {_CLAIMABLE}"
+        "ORDER BY priority, COALESCE(wake_at, 0), created_at, seq LIMIT :limit"
+    )
+
+
+def claimable_params(workflow_ids: Sequence[str], now: float, limit: int) -> dict[str, Any]:
+    params: dict[str, Any] = {f"wf{i}": wf for i, wf in enumerate(workflow_ids)}
+    params.update(now=now, limit=limit)
+    return params
+
+
+def list_query(*, by_status: bool, by_workflow: bool, after: bool) -> str:
+    """Newest first; one of eight fixed shapes so each stays a cached statement."""
+    where = [
+        clause
+        for clause, wanted in (
+            ("status = :status", by_status),
+            ("workflow_id = :workflow_id", by_workflow),
+            ("seq < :after", after),
+        )
+        if wanted
+    ]
+    condition = f"WHERE {' AND '.join(where)} " if where else ""
+    return (
+        f"SELECT seq, {_SELECT_LIST} FROM sayiir_instances {condition}"
+        "ORDER BY seq DESC LIMIT :limit"
+    )
+
+
+def record_from_row(row: Sequence[Any]) -> InstanceRecord:
+    values = dict(zip(RECORD_COLUMNS, row, strict=True))
+    try:
+        return _record(values)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackendError(
+            f"corrupt row for workflow instance {values['instance_id']!r}: {exc!r}"
+        ) from exc
+
+
+def _record(values: Mapping[str, Any]) -> InstanceRecord:
+    error = values["error"]
+    request = values["control_request"]
+    return InstanceRecord(
+        instance_id=values["instance_id"],
+        workflow_id=values["workflow_id"],
+        definition_hash=values["definition_hash"],
+        status=Status(values["status"]),
+        input=values["input"],
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
+        output=values["output"],
+        error=ErrorInfo.from_dict(json.loads(error)) if error is not None else None,
+        control=json.loads(values["control"]),
+        wake_at=values["wake_at"],
+        reason=values["reason"],
+        cancelled_by=values["cancelled_by"],
+        paused_by=values["paused_by"],
+        control_request=ControlRequest(request) if request is not None else None,
+        owner=values["owner"],
+        claim_token=values["claim_token"],
+        lease_until=values["lease_until"],
+        priority=values["priority"],
+    )
+
+
+def record_params(record: InstanceRecord) -> dict[str, Any]:
+    return {
+        "instance_id": record.instance_id,
+        "workflow_id": record.workflow_id,
+        "definition_hash": record.definition_hash,
+        "status": record.status.value,
+        "input": record.input,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "output": record.output,
+        "error": _error_json(record.error),
+        "control": to_json(record.control, "control state"),
+        "wake_at": record.wake_at,
+        "reason": record.reason,
+        "cancelled_by": record.cancelled_by,
+        "paused_by": record.paused_by,
+        "control_request": record.control_request.value if record.control_request else None,
+        "owner": record.owner,
+        "claim_token": record.claim_token,
+        "lease_until": record.lease_until,
+        "priority": record.priority,
+    }
+
+
+# A record that holds a claim and a control request. Passing it through
+# rules.committed_record shows which of those a write clears, so commit can apply the
+# shared rule in one UPDATE without first reading the row.
+_PROBE = InstanceRecord(
+    instance_id="",
+    workflow_id="",
+    definition_hash="",
+    status=Status.RUNNING,
+    input=b"",
+    created_at=0.0,
+    updated_at=0.0,
+    control_request=ControlRequest.CANCEL,
+    owner="probe",
+    lease_until=1.0,
+)
+
+
+def commit_params(instance_id: str, token: int, write: StepWrite) -> dict[str, Any]:
+    """Parameters for ``COMMIT_RECORD``; ``status`` is for the caller's ``SET_STATUS``."""
+    after = committed_record(_PROBE, write)
+    return {
+        "status": after.status.value,
+        "control": to_json(after.control, "control state"),
+        "output": after.output,
+        "error": _error_json(after.error),
+        "wake_at": after.wake_at,
+        "updated_at": after.updated_at,
+        "clear_request": after.control_request is None,
+        "release": after.owner is None,
+        "clear_lease": after.lease_until is None,
+        "instance_id": instance_id,
+        "token": token,
+    }
+
+
+def event_params(instance_id: str, event: HistoryEvent) -> tuple[Any, ...]:
+    detail = None if event.detail is None else to_json(event.detail, "history detail")
+    return (
+        instance_id,
+        event.kind,
+        event.at,
+        event.step_key,
+        event.attempt,
+        event.worker_id,
+        detail,
+    )
+
+
+def event_from_row(row: Sequence[Any]) -> HistoryEvent:
+    kind, at, step_key, attempt, worker_id, detail, seq = row
+    return HistoryEvent(
+        kind=kind,
+        at=at,
+        step_key=step_key,
+        attempt=attempt,
+        worker_id=worker_id,
+        detail=json.loads(detail) if detail is not None else None,
+        seq=seq,
+    )
+
+
+def to_json(value: Mapping[str, Any], what: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), default=_plain_mapping)
+    except (TypeError, ValueError) as exc:
+        raise BackendError(f"cannot store {what} as JSON: {exc}") from exc
+
+
+def _plain_mapping(value: object) -> dict[Any, Any]:
+    # Records hold read-only mappings (MappingProxyType) that json cannot encode as such.
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _error_json(error: ErrorInfo | None) -> str | None:
+    return None if error is None else to_json(error.to_dict(), "error")
+
+
+def rollback(conn: sqlite3.Connection, cause: BaseException) -> None:
+    """Roll back after ``cause``; a failing rollback is noted on ``cause``, not raised.
+
+    The original error is what the caller needs to see; SQLite also rolls back an
+    unfinished transaction itself when the connection closes.
+    """
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        cause.add_note(f"rollback also failed: {exc}")

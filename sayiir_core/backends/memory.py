@@ -1,0 +1,260 @@
+"""``InMemoryBackend``: the full backend contract in a process's memory.
+
+Use it for tests and prototypes; nothing survives the process. It is thread-safe, so
+one instance can be shared by the sync face, async clients and threaded workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sayiir_core.backends.base import (
+    BufferedSignal,
+    Claim,
+    ConflictPolicy,
+    ControlRequest,
+    HistoryEvent,
+    InstancePage,
+    InstanceRecord,
+    LoadedInstance,
+    NewInstance,
+    StepWrite,
+)
+from sayiir_core.backends.rules import (
+    apply_control_request,
+    apply_reset,
+    apply_unpause,
+    check_signal_target,
+    committed_record,
+    decode_cursor,
+    encode_cursor,
+    is_claimable,
+    missing,
+    new_record,
+    terminated_record,
+)
+from sayiir_core.errors import InstanceAlreadyExistsError, LeaseLostError
+from sayiir_core.status import Status
+
+
+@dataclass
+class _Stored:
+    record: InstanceRecord
+    checkpoints: dict[str, bytes] = field(default_factory=dict)
+    events: list[HistoryEvent] = field(default_factory=list)
+    signals: list[BufferedSignal] = field(default_factory=list)
+
+    def append_events(self, events: Sequence[HistoryEvent]) -> None:
+        for event in events:
+            self.events.append(dataclasses.replace(event, seq=len(self.events) + 1))
+
+
+class InMemoryBackend:
+    """A backend that keeps everything in dictionaries.
+
+    Example::
+
+        backend = InMemoryBackend()
+        status = run_durable_workflow(wf, "order-1", {"id": 1}, backend=backend)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._instances: dict[str, _Stored] = {}
+        self._signal_ids = 0
+        self._creation_order = 0
+        self._order: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"InMemoryBackend(instances={len(self._instances)})"
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def create(self, new: NewInstance, policy: ConflictPolicy) -> tuple[InstanceRecord, bool]:
+        with self._lock:
+            existing = self._instances.get(new.instance_id)
+            if existing is not None:
+                if policy is ConflictPolicy.USE_EXISTING:
+                    return existing.record, False
+                if policy is ConflictPolicy.FAIL:
+                    raise InstanceAlreadyExistsError(
+                        f"workflow instance {new.instance_id!r} already exists "
+                        f"(status {existing.record.status})"
+                    )
+            record, event = new_record(new, existing.record if existing is not None else None)
+            stored = _Stored(record)
+            if existing is not None:
+                stored.append_events([*existing.events, terminated_record(new.now)])
+            stored.append_events([event])
+            self._instances[new.instance_id] = stored
+            self._creation_order += 1
+            self._order[new.instance_id] = self._creation_order
+            return record, True
+
+    async def load(self, instance_id: str) -> LoadedInstance | None:
+        with self._lock:
+            stored = self._instances.get(instance_id)
+            if stored is None:
+                return None
+            return LoadedInstance(stored.record, dict(stored.checkpoints))
+
+    async def get_record(self, instance_id: str) -> InstanceRecord | None:
+        with self._lock:
+            stored = self._instances.get(instance_id)
+            return stored.record if stored is not None else None
+
+    async def get_checkpoint(self, instance_id: str, key: str) -> bytes | None:
+        with self._lock:
+            stored = self._instances.get(instance_id)
+            return stored.checkpoints.get(key) if stored is not None else None
+
+    async def claim(self, instance_id: str, owner: str, ttl: float, now: float) -> Claim:
+        with self._lock:
+            stored = self._require(instance_id)
+            return self._take(stored, owner, ttl, now)
+
+    async def claim_next(
+        self, owner: str, workflow_ids: Sequence[str], ttl: float, now: float, limit: int
+    ) -> list[Claim]:
+        wanted = set(workflow_ids)
+        with self._lock:
+            candidates = sorted(
+                (
+                    stored
+                    for stored in self._instances.values()
+                    if stored.record.workflow_id in wanted and is_claimable(stored.record, now)
+                ),
+                key=lambda s: (s.record.priority, s.record.wake_at or 0.0, s.record.created_at),
+            )
+            return [self._take(stored, owner, ttl, now) for stored in candidates[: max(limit, 0)]]
+
+    async def renew(self, instance_id: str, token: int, ttl: float, now: float) -> bool:
+        with self._lock:
+            stored = self._instances.get(instance_id)
+            if stored is None or stored.record.claim_token != token or stored.record.owner is None:
+                return False
+            stored.record = dataclasses.replace(stored.record, lease_until=now + ttl)
+            return True
+
+    async def commit(self, instance_id: str, token: int, write: StepWrite) -> ControlRequest | None:
+        with self._lock:
+            stored = self._require(instance_id)
+            if stored.record.claim_token != token or stored.record.owner is None:
+                raise LeaseLostError(
+                    f"instance {instance_id!r}: claim {token} was taken over "
+                    f"(current claim {stored.record.claim_token}); write refused"
+                )
+            # Check every key before writing any, so a refused step leaves nothing behind.
+            keys = [key for key, _ in write.checkpoints]
+            for index, key in enumerate(keys):
+                if key in stored.checkpoints or key in keys[:index]:
+                    raise LeaseLostError(
+                        f"instance {instance_id!r}: step {key!r} is already checkpointed"
+                    )
+            stored.checkpoints.update(write.checkpoints)
+            if write.consumed_signal is not None:
+                stored.signals = [s for s in stored.signals if s.signal_id != write.consumed_signal]
+            stored.record = committed_record(stored.record, write)
+            stored.append_events(write.events)
+            return stored.record.control_request
+
+    async def request_control(
+        self,
+        instance_id: str,
+        request: ControlRequest,
+        reason: str | None,
+        by: str | None,
+        now: float,
+    ) -> InstanceRecord:
+        with self._lock:
+            stored = self._require(instance_id)
+            stored.record, events = apply_control_request(stored.record, request, reason, by, now)
+            stored.append_events(events)
+            return stored.record
+
+    async def unpause(self, instance_id: str, now: float) -> InstanceRecord:
+        with self._lock:
+            stored = self._require(instance_id)
+            stored.record, events = apply_unpause(stored.record, now)
+            stored.append_events(events)
+            return stored.record
+
+    async def send_signal(self, instance_id: str, name: str, payload: bytes, now: float) -> None:
+        with self._lock:
+            stored = self._require(instance_id)
+            check_signal_target(stored.record, name)
+            self._signal_ids += 1
+            stored.signals.append(BufferedSignal(self._signal_ids, name, payload))
+            if stored.record.status is Status.AWAITING_SIGNAL:
+                stored.record = dataclasses.replace(stored.record, wake_at=now)
+            stored.append_events([HistoryEvent("signal_sent", now, detail={"name": name})])
+
+    async def next_signal(self, instance_id: str, name: str) -> BufferedSignal | None:
+        with self._lock:
+            stored = self._instances.get(instance_id)
+            if stored is None:
+                return None
+            return next((s for s in stored.signals if s.name == name), None)
+
+    async def list_instances(
+        self,
+        *,
+        status: Status | None = None,
+        workflow_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> InstancePage:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, not {limit!r}")
+        after = decode_cursor(cursor)
+        with self._lock:
+            rows = sorted(
+                (
+                    (self._order[s.record.instance_id], s.record)
+                    for s in self._instances.values()
+                    if (status is None or s.record.status == status)
+                    and (workflow_id is None or s.record.workflow_id == workflow_id)
+                ),
+                key=lambda row: row[0],
+                reverse=True,
+            )
+        if after is not None:
+            rows = [row for row in rows if row[0] < after]
+        page = rows[:limit]
+        next_cursor = encode_cursor(page[-1][0]) if len(rows) > limit else None
+        return InstancePage([record for _, record in page], next_cursor)
+
+    async def history(self, instance_id: str) -> list[HistoryEvent]:
+        with self._lock:
+            return list(self._require(instance_id).events)
+
+    async def reset_from(self, instance_id: str, task_id: str, now: float) -> InstanceRecord:
+        with self._lock:
+            stored = self._require(instance_id)
+            keys = list(stored.checkpoints)
+            record, keep, event = apply_reset(stored.record, keys, task_id, now)
+            stored.checkpoints = {key: stored.checkpoints[key] for key in keys[:keep]}
+            stored.record = record
+            stored.append_events([event])
+            return record
+
+    def _require(self, instance_id: str) -> _Stored:
+        stored = self._instances.get(instance_id)
+        if stored is None:
+            raise missing(instance_id)
+        return stored
+
+    @staticmethod
+    def _take(stored: _Stored, owner: str, ttl: float, now: float) -> Claim:
+        token = stored.record.claim_token + 1
+        stored.record = dataclasses.replace(
+            stored.record, owner=owner, claim_token=token, lease_until=now + ttl
+        )
+        return Claim(LoadedInstance(stored.record, dict(stored.checkpoints)), token)

@@ -1,0 +1,140 @@
+"""``backend_from_url``: pick and configure a backend from one string.
+
+Handy for settings files and environment variables (``SAYIIR_DATABASE_URL``). SQLite
+URLs follow SQLAlchemy: three slashes then a relative path, four for an absolute one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TypedDict, cast
+from urllib.parse import parse_qsl, unquote
+
+from sayiir_core.backends.base import Backend
+from sayiir_core.backends.memory import InMemoryBackend
+from sayiir_core.backends.sqlite import SqliteBackend
+from sayiir_core.errors import BackendError
+
+SUPPORTED = (
+    "memory://",
+    "sqlite:///relative/path.db",
+    "sqlite:////absolute/path.db",
+    "postgresql://user:password@host:5432/dbname",
+)
+_SQLITE_OPTIONS = ("synchronous", "busy_timeout")
+
+
+class _SqliteOptions(TypedDict, total=False):
+    synchronous: str
+    busy_timeout: float
+
+
+def backend_from_url(url: str) -> Backend:
+    """A backend (not yet opened) for ``url``.
+
+    ``memory://``
+        ``InMemoryBackend()``.
+    ``sqlite:///var/sayiir.db`` / ``sqlite:////srv/sayiir.db``
+        ``SqliteBackend`` on a relative / absolute path; query options
+        ``?synchronous=NORMAL&busy_timeout=10`` are passed through.
+    ``postgresql://...`` / ``postgres://...``
+        ``PostgresBackend(url)``; needs the ``postgres`` extra.
+
+    Raises ``BackendError`` for anything else; messages never show a password.
+
+    Example::
+
+        backend = backend_from_url(os.environ.get("SAYIIR_DATABASE_URL", "sqlite:///sayiir.db"))
+        await backend.open()
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or not scheme:
+        raise BackendError(f"not a backend URL: {redact(url)!r}; expected {_supported()}")
+    scheme = scheme.lower()
+    if scheme == "memory":
+        if rest.strip("/"):
+            raise BackendError(f"memory:// takes no path or options, got {redact(url)!r}")
+        return InMemoryBackend()
+    if scheme == "sqlite":
+        return _sqlite(url, rest)
+    if scheme in ("postgresql", "postgres"):
+        return _postgres(url)
+    raise BackendError(f"unsupported backend URL scheme {scheme!r}; expected {_supported()}")
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (``user:***@host``).
+
+    Deliberately blunt: everything between the first ``:`` after ``//`` and the last
+    ``@`` goes, so a password holding ``/`` or ``@`` is hidden too. Over-masking a path
+    is harmless; showing a password in a log is not.
+    """
+    scheme, separator, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not separator or at == -1:
+        return url
+    user, colon, _ = rest[:at].partition(":")
+    if not colon:
+        return url
+    return f"{scheme}://{user}:***@{rest[at + 1 :]}"
+
+
+def _sqlite(url: str, rest: str) -> SqliteBackend:
+    location, _, query = rest.partition("?")
+    if not location.startswith("/"):
+        raise BackendError(
+            f"SQLite URL {redact(url)!r} has a host part; use sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    path = unquote(location[1:])
+    if not path or path == ":memory:":
+        raise BackendError(
+            f"SQLite URL {redact(url)!r} names no database file; use sqlite:///path.db "
+            "(or memory:// for a throwaway in-process backend)"
+        )
+    options = _sqlite_options(url, query)
+    try:
+        return SqliteBackend(path, **options)
+    except ValueError as exc:
+        raise BackendError(f"invalid option in SQLite URL {redact(url)!r}: {exc}") from exc
+
+
+def _sqlite_options(url: str, query: str) -> _SqliteOptions:
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as exc:
+        raise BackendError(f"malformed query in SQLite URL {redact(url)!r}: {exc}") from exc
+    options: _SqliteOptions = {}
+    for name, value in pairs:
+        if name == "synchronous":
+            options["synchronous"] = value
+        elif name == "busy_timeout":
+            try:
+                options["busy_timeout"] = float(value)
+            except ValueError:
+                raise BackendError(
+                    f"busy_timeout in SQLite URL {redact(url)!r} must be seconds, not {value!r}"
+                ) from None
+        else:
+            raise BackendError(
+                f"unknown option {name!r} in SQLite URL {redact(url)!r}; "
+                f"supported: {', '.join(_SQLITE_OPTIONS)}"
+            )
+    return options
+
+
+def _postgres(url: str) -> Backend:
+    # Imported on use: asyncpg is an optional extra, and SQLite users never need it.
+    try:
+        module = importlib.import_module("sayiir_core.backends.postgres")
+    except ImportError as exc:
+        if exc.name == "sayiir_core.backends.postgres":
+            reason = "this version of sayiir_core has no PostgreSQL backend"
+        else:
+            reason = f"{exc}; install the 'postgres' extra: pip install 'sayiir-py[postgres]'"
+        raise BackendError(f"PostgreSQL support is not available: {reason}") from exc
+    return cast("Backend", module.PostgresBackend(url))
+
+
+def _supported() -> str:
+    return ", ".join(SUPPORTED)

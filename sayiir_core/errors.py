@@ -1,0 +1,84 @@
+"""Every error the library raises, in one tree.
+
+::
+
+    RuntimeError
+    └── WorkflowError                   base of everything raised by sayiir_core
+        ├── TaskError                   a task raised, or exhausted its retries
+        │   ├── TaskTimeoutError        an attempt ran past the task's timeout
+        │   └── SerializationError      an input or output the codec cannot encode
+        ├── SignalTimeoutError          no signal arrived before wait_for_signal's timeout
+        ├── BackendError                storage failed: unreachable, bad URL, corrupt data
+        │   └── LeaseLostError          another worker took over this instance (fencing)
+        ├── InstanceAlreadyExistsError  submit/run with an id that exists (policy "fail")
+        ├── InstanceNotFoundError       no instance with that id
+        ├── InvalidStateError           the instance cannot do that now (signal a finished one)
+        ├── DefinitionMismatchError     resume with a workflow whose structure changed
+        └── WorkflowNotRegisteredError  a worker or resume has no definition for the instance
+
+``TaskError`` keeps the task's own exception type and message: ``error_type`` and
+``str(error)`` read like ``ValueError: card declined``.
+"""
+
+from __future__ import annotations
+
+
+class WorkflowError(RuntimeError):
+    """Base class of every error raised by sayiir_core."""
+
+
+class TaskError(WorkflowError):
+    """A task failed. ``error_type`` is the task's exception class name."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        instance_id: str | None = None,
+        task_id: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
+        self.task_id = task_id
+        self.error_type = error_type
+
+
+class TaskTimeoutError(TaskError):
+    """An attempt ran longer than the task's ``timeout``."""
+
+
+class SerializationError(TaskError):
+    """A value could not be encoded or decoded by the codec."""
+
+
+class SignalTimeoutError(WorkflowError):
+    """``wait_for_signal(timeout=...)`` expired before a signal arrived."""
+
+
+class BackendError(WorkflowError):
+    """The storage backend failed or was given something it cannot use."""
+
+
+class LeaseLostError(BackendError):
+    """This process's claim on an instance was taken over; its writes are refused."""
+
+
+class InstanceAlreadyExistsError(WorkflowError):
+    """An instance with this id already exists."""
+
+
+class InstanceNotFoundError(WorkflowError):
+    """No instance with this id exists in the backend."""
+
+
+class InvalidStateError(WorkflowError):
+    """The instance is in a state that does not allow the operation."""
+
+
+class DefinitionMismatchError(WorkflowError):
+    """The instance was started by a workflow definition with another hash."""
+
+
+class WorkflowNotRegisteredError(WorkflowError):
+    """No workflow definition is known for an instance's ``workflow_id``."""

@@ -1,0 +1,76 @@
+"""Conversions between stored records and the machine's snapshots and statuses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sayiir_core.backends.base import InstanceRecord, LoadedInstance
+from sayiir_core.codec import Codec
+from sayiir_core.errors import (
+    SerializationError,
+    SignalTimeoutError,
+    TaskError,
+    TaskTimeoutError,
+    WorkflowError,
+)
+from sayiir_core.machine import ErrorInfo, Snapshot
+from sayiir_core.status import WorkflowStatus
+
+
+def snapshot_from(loaded: LoadedInstance, codec: Codec) -> Snapshot:
+    record = loaded.record
+    control = record.control
+    return Snapshot(
+        input=codec.decode(record.input),
+        status=record.status,
+        results={key: codec.decode(payload) for key, payload in loaded.checkpoints.items()},
+        attempts=dict(control.get("attempts", {})),
+        retry_at=dict(control.get("retry_at", {})),
+        timers=dict(control.get("timers", {})),
+        output=codec.decode(record.output) if record.output is not None else None,
+        error=record.error,
+    )
+
+
+def status_from(record: InstanceRecord, codec: Codec) -> WorkflowStatus:
+    error = record.error
+    waiting_on = record.control.get("timers", {}) if record.control else {}
+    return WorkflowStatus(
+        status=record.status.value,
+        instance_id=record.instance_id,
+        workflow_id=record.workflow_id,
+        output=codec.decode(record.output) if record.output is not None else None,
+        error=str(error) if error is not None else None,
+        error_type=error.error_type if error is not None else None,
+        failed_task_id=error.task_id if error is not None else None,
+        reason=record.reason,
+        cancelled_by=record.cancelled_by,
+        paused_by=record.paused_by,
+        wake_at=_datetime(record.wake_at) if record.status.value == "waiting" else None,
+        delay_id=next(iter(waiting_on), None) if record.status.value == "waiting" else None,
+        created_at=_datetime(record.created_at),
+        updated_at=_datetime(record.updated_at),
+        error_detail=error,
+    )
+
+
+def error_for(error: ErrorInfo, instance_id: str) -> WorkflowError:
+    """The typed exception for a failure, naming the instance and the task."""
+    where = f"instance {instance_id!r}"
+    if error.task_id is not None:
+        where = f"task {error.task_id!r} of {where}"
+    message = f"{error} ({where})"
+    if error.kind == "signal_timeout":
+        return SignalTimeoutError(message)
+    error_class: type[TaskError] = TaskError
+    if error.kind == "timeout":
+        error_class = TaskTimeoutError
+    elif error.kind == "serialization":
+        error_class = SerializationError
+    return error_class(
+        message, instance_id=instance_id, task_id=error.task_id, error_type=error.error_type
+    )
+
+
+def _datetime(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None

@@ -1,0 +1,96 @@
+"""Turning one machine transition into the history entries stored with it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sayiir_core.backends.base import HistoryEvent
+from sayiir_core.machine import Event, SignalReceived, Snapshot, TaskCompleted, TaskFailed
+from sayiir_core.runtime.executor import TaskFailedOutcome, TaskOutcome
+from sayiir_core.status import Status
+
+_FINAL_KINDS = {
+    Status.COMPLETED: "completed",
+    Status.FAILED: "failed",
+    Status.CANCELLED: "cancelled",
+    Status.PAUSED: "paused",
+}
+
+
+def transition_events(
+    before: Snapshot,
+    after: Snapshot,
+    event: Event,
+    *,
+    outcome: TaskOutcome | None,
+    attempt: int | None,
+    delay_ids: Collection[str],
+    worker_id: str | None,
+    now: float,
+) -> list[HistoryEvent]:
+    events: list[HistoryEvent] = []
+    if isinstance(event, TaskCompleted | TaskFailed) and outcome is not None:
+        events.append(
+            HistoryEvent("task_started", outcome.started_at, event.key, attempt, worker_id)
+        )
+        events.extend(_outcome_events(after, event, outcome, attempt, worker_id))
+    elif isinstance(event, SignalReceived):
+        events.append(HistoryEvent("signal_received", now, event.key, worker_id=worker_id))
+    for key, wake_at in after.timers.items():
+        if key in delay_ids and key not in before.timers:
+            events.append(
+                HistoryEvent(
+                    "timer_started", now, key, worker_id=worker_id, detail={"wake_at": wake_at}
+                )
+            )
+    if len(after.results) != len(before.results):
+        for key in list(after.results)[len(before.results) :]:
+            if key in delay_ids:
+                events.append(HistoryEvent("timer_fired", now, key, worker_id=worker_id))
+    if after.status != before.status and after.status in _FINAL_KINDS:
+        detail = {"error": str(after.error)} if after.error is not None else None
+        events.append(
+            HistoryEvent(_FINAL_KINDS[after.status], now, worker_id=worker_id, detail=detail)
+        )
+    return events
+
+
+def _outcome_events(
+    after: Snapshot,
+    event: TaskCompleted | TaskFailed,
+    outcome: TaskOutcome,
+    attempt: int | None,
+    worker_id: str | None,
+) -> list[HistoryEvent]:
+    duration_ms = round((outcome.finished_at - outcome.started_at) * 1000, 3)
+    if not isinstance(outcome, TaskFailedOutcome):
+        return [
+            HistoryEvent(
+                "task_completed",
+                outcome.finished_at,
+                event.key,
+                attempt,
+                worker_id,
+                {"duration_ms": duration_ms},
+            )
+        ]
+    failed = HistoryEvent(
+        "task_failed",
+        outcome.finished_at,
+        event.key,
+        attempt,
+        worker_id,
+        {"error": str(outcome.error), "traceback": outcome.traceback, "duration_ms": duration_ms},
+    )
+    due = after.retry_at.get(event.key)
+    if due is None:
+        return [failed]
+    retry = HistoryEvent(
+        "retry_scheduled",
+        outcome.finished_at,
+        event.key,
+        (attempt or 0) + 1,
+        worker_id,
+        {"due": due},
+    )
+    return [failed, retry]

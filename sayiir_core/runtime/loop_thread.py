@@ -1,0 +1,82 @@
+"""The one long-lived event-loop thread behind the sync API.
+
+The sync functions and ``WorkflowClient`` run their coroutines here instead of calling
+``asyncio.run`` per call: connection pools (asyncpg) are bound to the loop that created
+them, and starting a loop per call would cost more than a whole step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """A daemon thread running an event loop forever; ``run`` blocks on a coroutine."""
+
+    def __init__(self, name: str = "sayiir-loop") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or not self._loop.is_running():
+                self._start()
+            assert self._loop is not None
+            return self._loop
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        loop = self.loop
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError(
+                "the sync sayiir API was called from inside an async task; "
+                "use AsyncWorkflowClient there"
+            )
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def _start(self) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        thread = threading.Thread(target=serve, name=self._name, daemon=True)
+        thread.start()
+        ready.wait()
+        self._loop, self._thread = loop, thread
+
+    def stop(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            if not loop.is_running():
+                loop.close()
+
+
+_default = LoopThread()
+atexit.register(_default.stop)
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on the process's sayiir loop thread and return its result."""
+    return _default.run(coroutine)

@@ -1,0 +1,347 @@
+"""Drives one instance: feeds the machine, runs its commands, persists every step.
+
+The runner owns the instance while it runs (a claim in durable mode). Each machine
+transition is written through a ``StepSink`` as one ``StepWrite`` before the commands it
+produced are acted on, so a crash at any point resumes from the last written step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sayiir_core.backends.base import BufferedSignal, ControlRequest, StepWrite
+from sayiir_core.codec import Codec
+from sayiir_core.machine import (
+    AwaitSignal,
+    CancelRequested,
+    Command,
+    Event,
+    PauseRequested,
+    RunTask,
+    SignalReceived,
+    Snapshot,
+    TaskCompleted,
+    TaskFailed,
+    Tick,
+    WakeAt,
+    advance,
+)
+from sayiir_core.runtime.executor import (
+    Executor,
+    TaskOutcome,
+    TaskRequest,
+    TaskSucceeded,
+)
+from sayiir_core.runtime.history import transition_events
+from sayiir_core.status import Status
+from sayiir_core.workflow.graph import ChildFlowNode, DelayNode, ForkNode, Pipeline, RouteNode
+from sayiir_core.workflow.workflow import Workflow
+
+
+class StepSink(Protocol):
+    """Where the runner writes its steps and reads signals."""
+
+    async def write(self, write: StepWrite) -> ControlRequest | None: ...
+
+    async def next_signal(self, name: str) -> BufferedSignal | None: ...
+
+    async def pending_control(self) -> ControlRequest | None:
+        """A cancel or pause asked for since the last write, if any."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ParkPolicy:
+    """When the runner stops and leaves a parked instance for later.
+
+    ``delays``/``signals``: park on durable delays / signal waits instead of waiting in
+    process. ``retries_longer_than``: park on a retry back-off longer than this many
+    seconds (``None``: always wait in process).
+    """
+
+    delays: bool
+    signals: bool
+    retries_longer_than: float | None = None
+
+
+IN_MEMORY_RUN = ParkPolicy(delays=False, signals=False)
+DURABLE_RUN = ParkPolicy(delays=True, signals=True)
+
+
+class InstanceRunner:
+    """Runs one instance from ``snapshot`` until it finishes or parks."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        instance_id: str,
+        snapshot: Snapshot,
+        *,
+        executor: Executor,
+        codec: Codec,
+        sink: StepSink,
+        park: ParkPolicy,
+        worker_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+        stop: asyncio.Event | None = None,
+        control_poll_interval: float = 1.0,
+    ) -> None:
+        self._workflow = workflow
+        self._instance_id = instance_id
+        self.snapshot = snapshot
+        self._executor = executor
+        self._codec = codec
+        self._sink = sink
+        self._park = park
+        self._worker_id = worker_id
+        self._clock = clock
+        self._stop = stop
+        self._control_poll_interval = control_poll_interval
+        self._commands: list[Command] = []
+        self._in_flight: dict[str, asyncio.Task[TaskOutcome]] = {}
+        self._attempts: dict[str, int] = {}
+        self._events: deque[Event] = deque()
+        self._outcomes: dict[str, TaskOutcome] = {}
+        self._consumed: dict[str, int] = {}
+        self._signal_payloads: dict[str, bytes] = {}
+        self._delay_ids = frozenset(_delay_ids(workflow.pipeline))
+
+    async def run(self, first: Event | None = None) -> Snapshot:
+        """Advance until the instance is finished, paused or parked; returns the snapshot."""
+        self._events.append(first or Tick(self._clock()))
+        try:
+            return await self._drive()
+        finally:
+            for task in self._in_flight.values():
+                task.cancel()
+
+    async def _drive(self) -> Snapshot:
+        while True:
+            while self._events:
+                await self._apply(self._events.popleft())
+                if self.snapshot.status.is_terminal:
+                    return self.snapshot
+            if self.snapshot.status is Status.PAUSED and not self._in_flight:
+                return self.snapshot
+            if self._stop is not None and self._stop.is_set():
+                if not self._in_flight:
+                    await self._release()
+                    return self.snapshot
+                await self._wait_for_tasks()
+                continue
+            self._start_tasks()
+            await self._collect_signals()
+            if self._events:
+                continue
+            if self._in_flight:
+                await self._wait_for_tasks()
+                continue
+            if await self._wait_or_park():
+                await self._release()
+                return self.snapshot
+
+    @property
+    def awaited_signals(self) -> list[str]:
+        """Names of the signals the instance waits for right now."""
+        return [c.signal_name for c in self._commands if isinstance(c, AwaitSignal)]
+
+    async def _release(self) -> None:
+        """Write the parked state and give the claim up."""
+        await self._sink.write(
+            StepWrite(
+                status=self.snapshot.status,
+                control=self.snapshot.control_state(),
+                now=self._clock(),
+                wake_at=self._wake_at(),
+                release=True,
+            )
+        )
+
+    async def _apply(self, event: Event) -> None:
+        before = self.snapshot
+        after, self._commands = advance(self._workflow, before, event)
+        self.snapshot = after
+        key = _event_key(event)
+        outcome = self._outcomes.pop(key, None) if key is not None else None
+        if not _changed(before, after):
+            return
+        now = self._clock()
+        # A pause is final only once the steps still running have checkpointed.
+        settled = after.status is Status.PAUSED and not self._in_flight and not self._events
+        write = StepWrite(
+            status=after.status,
+            control=after.control_state(),
+            now=now,
+            checkpoints=self._new_checkpoints(before, after, outcome),
+            output=self._codec.encode(after.output) if after.status is Status.COMPLETED else None,
+            error=after.error,
+            wake_at=self._wake_at(),
+            events=transition_events(
+                before,
+                after,
+                event,
+                outcome=outcome,
+                attempt=self._attempts.get(key) if key is not None else None,
+                delay_ids=self._delay_ids,
+                worker_id=self._worker_id,
+                now=now,
+            ),
+            consumed_signal=self._consumed.pop(event.key, None)
+            if isinstance(event, SignalReceived)
+            else None,
+            release=after.status.is_terminal or settled,
+        )
+        request = await self._sink.write(write)
+        if request is ControlRequest.CANCEL:
+            self._events.appendleft(CancelRequested())
+        elif request is ControlRequest.PAUSE and after.status is not Status.PAUSED:
+            self._events.appendleft(PauseRequested())
+
+    def _new_checkpoints(
+        self, before: Snapshot, after: Snapshot, outcome: TaskOutcome | None
+    ) -> list[tuple[str, bytes]]:
+        if len(after.results) == len(before.results):
+            return []
+        checkpoints = []
+        for key in list(after.results)[len(before.results) :]:
+            if isinstance(outcome, TaskSucceeded):
+                checkpoints.append((key, outcome.encoded))
+            elif key in self._signal_payloads:
+                checkpoints.append((key, self._signal_payloads.pop(key)))
+            else:
+                checkpoints.append((key, self._codec.encode(after.results[key])))
+        return checkpoints
+
+    def _wake_at(self) -> float | None:
+        times = [command.when for command in self._commands if isinstance(command, WakeAt)]
+        return min(times) if times else None
+
+    def _start_tasks(self) -> None:
+        if self.snapshot.status is not Status.RUNNING:
+            return
+        for command in self._commands:
+            if isinstance(command, RunTask) and command.key not in self._in_flight:
+                request = TaskRequest(
+                    workflow_id=self._workflow.workflow_id,
+                    instance_id=self._instance_id,
+                    key=command.key,
+                    task=command.task,
+                    input=command.input,
+                    attempt=command.attempt,
+                    workflow_metadata=self._workflow.metadata,
+                )
+                self._attempts[command.key] = command.attempt
+                self._in_flight[command.key] = asyncio.create_task(
+                    self._executor.execute(request), name=f"sayiir:{command.key}"
+                )
+
+    async def _collect_signals(self) -> None:
+        for command in self._commands:
+            if not isinstance(command, AwaitSignal) or command.key in self._consumed:
+                continue
+            signal = await self._sink.next_signal(command.signal_name)
+            if signal is None:
+                continue
+            self._consumed[command.key] = signal.signal_id
+            self._signal_payloads[command.key] = signal.payload
+            payload = self._codec.decode(signal.payload)
+            self._events.append(SignalReceived(command.key, payload, self._clock()))
+
+    async def _wait_for_tasks(self) -> None:
+        # Wake up for the next timer, and now and then to see whether a cancel or pause
+        # was asked for while long steps run: a cancel must reach running async tasks.
+        timeout = self._control_poll_interval
+        wake = self._wake_at()
+        if wake is not None:
+            timeout = min(timeout, max(0.0, wake - self._clock()))
+        done, _ = await asyncio.wait(
+            self._in_flight.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            request = await self._sink.pending_control()
+            if request is ControlRequest.CANCEL:
+                self._events.append(CancelRequested())
+            elif request is ControlRequest.PAUSE and self.snapshot.status is not Status.PAUSED:
+                self._events.append(PauseRequested())
+            else:
+                self._events.append(Tick(self._clock()))
+            return
+        for key, task in list(self._in_flight.items()):
+            if task in done:
+                del self._in_flight[key]
+                self._events.append(self._outcome_event(key, task.result()))
+
+    def _outcome_event(self, key: str, outcome: TaskOutcome) -> Event:
+        self._outcomes[key] = outcome
+        now = self._clock()
+        if isinstance(outcome, TaskSucceeded):
+            return TaskCompleted(key, outcome.value, now)
+        return TaskFailed(key, outcome.error, outcome.retryable, now, random.random())
+
+    async def _wait_or_park(self) -> bool:
+        """Nothing runs: sleep until the next wake-up, or park. True when parked."""
+        waits = [command for command in self._commands if isinstance(command, WakeAt)]
+        awaits_signal = any(isinstance(command, AwaitSignal) for command in self._commands)
+        if self._should_park(waits, awaits_signal):
+            return True
+        if not waits:
+            raise _NothingToWaitForError(self._commands)
+        delay = max(0.0, min(command.when for command in waits) - self._clock())
+        await asyncio.sleep(delay)
+        self._events.append(Tick(self._clock()))
+        return False
+
+    def _should_park(self, waits: list[WakeAt], awaits_signal: bool) -> bool:
+        if awaits_signal and self._park.signals:
+            return True
+        now = self._clock()
+        for wait in waits:
+            if wait.reason == "delay" and self._park.delays:
+                return True
+            limit = self._park.retries_longer_than
+            if wait.reason == "retry" and limit is not None and wait.when - now > limit:
+                return True
+        return False
+
+
+class _NothingToWaitForError(RuntimeError):
+    def __init__(self, commands: list[Command]) -> None:
+        super().__init__(f"internal error: runner has nothing to wait for ({commands!r})")
+
+
+def _changed(before: Snapshot, after: Snapshot) -> bool:
+    return (
+        after.status is not before.status
+        or len(after.results) != len(before.results)
+        or after.attempts != before.attempts
+        or after.retry_at != before.retry_at
+        or after.timers != before.timers
+    )
+
+
+def _event_key(event: Event) -> str | None:
+    return event.key if isinstance(event, TaskCompleted | TaskFailed | SignalReceived) else None
+
+
+def _delay_ids(pipeline: Pipeline) -> list[str]:
+    found: list[str] = []
+    for node in pipeline:
+        if isinstance(node, DelayNode):
+            found.append(node.node_id)
+        elif isinstance(node, ChildFlowNode):
+            found.extend(_delay_ids(node.pipeline))
+        elif isinstance(node, ForkNode):
+            for branch in node.branches:
+                found.extend(_delay_ids(branch))
+        elif isinstance(node, RouteNode):
+            for _, branch in node.branches:
+                found.extend(_delay_ids(branch))
+            if node.default is not None:
+                found.extend(_delay_ids(node.default))
+    return found

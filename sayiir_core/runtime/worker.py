@@ -1,0 +1,198 @@
+"""``Worker``: claims runnable instances from a shared backend and runs them.
+
+Run it as a thread (``worker.start(workflows)`` -> ``WorkerHandle``) or inside an
+asyncio app (``await worker.run(workflows)``). Several workers, in one process or many,
+share the work through claims with leases: a worker that dies leaves its instances to
+the others once the lease (``claim_ttl``) expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+from sayiir_core.backends.base import Backend, Claim
+from sayiir_core.codec import DEFAULT_CODEC, Codec
+from sayiir_core.errors import LeaseLostError
+from sayiir_core.runtime.engine import Engine, check_definition
+from sayiir_core.runtime.executor import Executor, LocalExecutor
+from sayiir_core.runtime.runner import ParkPolicy
+from sayiir_core.workflow.workflow import Workflow
+
+logger = logging.getLogger("sayiir.worker")
+
+
+class Worker:
+    """A pool of instance runners over one backend.
+
+    ``concurrency`` bounds the instances run at once; ``poll_interval`` is how long an
+    idle worker waits before looking for work again; ``claim_ttl`` is the lease, renewed
+    every ``claim_ttl / 3`` while an instance runs.
+    """
+
+    def __init__(
+        self,
+        worker_id: str,
+        backend: Backend,
+        *,
+        poll_interval: float = 1.0,
+        claim_ttl: float = 300.0,
+        concurrency: int = 8,
+        codec: Codec = DEFAULT_CODEC,
+        executor: Executor | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if poll_interval <= 0 or claim_ttl <= 0:
+            raise ValueError("poll_interval and claim_ttl must be positive")
+        self.worker_id = worker_id
+        self.backend = backend
+        self.poll_interval = poll_interval
+        self.claim_ttl = claim_ttl
+        self.concurrency = concurrency
+        self._codec = codec
+        self._executor = executor
+        # Retries due within a poll interval are waited for in process; longer back-offs
+        # park the instance so it does not hold a concurrency slot.
+        self._park = ParkPolicy(delays=True, signals=True, retries_longer_than=poll_interval)
+
+    def __repr__(self) -> str:
+        return f"Worker({self.worker_id!r}, concurrency={self.concurrency})"
+
+    def start(self, workflows: Iterable[Workflow]) -> WorkerHandle:
+        """Run the worker on a background thread with its own event loop."""
+        handle = WorkerHandle(self, list(workflows))
+        handle._start()
+        return handle
+
+    async def run(
+        self, workflows: Iterable[Workflow], *, stop: asyncio.Event | None = None
+    ) -> None:
+        """Claim and run instances until ``stop`` is set; then finish the running steps.
+
+        On stop, running instances finish the steps already started, write them and
+        release their claims; nothing new starts.
+        """
+        registry = {workflow.workflow_id: workflow for workflow in workflows}
+        if not registry:
+            raise ValueError("a worker needs at least one workflow")
+        stop = stop or asyncio.Event()
+        executor = self._executor or LocalExecutor(codec=self._codec)
+        engine = Engine(
+            self.backend,
+            codec=self._codec,
+            executor=executor,
+            owner_id=self.worker_id,
+            lease_ttl=self.claim_ttl,
+        )
+        await engine.open()
+        running: set[asyncio.Task[None]] = set()
+        slot_freed = asyncio.Event()
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(running)
+                claims = await self._claim(registry, free) if free > 0 else []
+                for claim in claims:
+                    task = asyncio.create_task(
+                        self._run_one(engine, registry, claim, stop),
+                        name=f"sayiir-worker:{claim.instance.record.instance_id}",
+                    )
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    task.add_done_callback(lambda _: slot_freed.set())
+                if claims and len(claims) == free:
+                    continue  # there may be more work than free slots: look again at once
+                slot_freed.clear()
+                await _wait_any(stop, slot_freed, self.poll_interval)
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        finally:
+            for task in running:
+                task.cancel()
+            if self._executor is None:
+                executor.close()
+
+    async def _claim(self, registry: dict[str, Workflow], limit: int) -> list[Claim]:
+        try:
+            return await self.backend.claim_next(
+                self.worker_id, list(registry), self.claim_ttl, time.time(), limit
+            )
+        except Exception:
+            logger.exception("worker %s: claiming failed; retrying", self.worker_id)
+            return []
+
+    async def _run_one(
+        self,
+        engine: Engine,
+        registry: dict[str, Workflow],
+        claim: Claim,
+        stop: asyncio.Event,
+    ) -> None:
+        record = claim.instance.record
+        workflow = registry[record.workflow_id]
+        try:
+            check_definition(workflow, record, allow_change=False)
+            await engine.run_claimed(workflow, claim, self._park, stop=stop)
+        except LeaseLostError as error:
+            logger.warning("worker %s: %s", self.worker_id, error)
+        except Exception:
+            logger.exception(
+                "worker %s: instance %r stopped with an error", self.worker_id, record.instance_id
+            )
+
+
+async def _wait_any(stop: asyncio.Event, freed: asyncio.Event, seconds: float) -> None:
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(freed.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+class WorkerHandle:
+    """A worker running on its own thread: ``shutdown()`` then ``join()``."""
+
+    def __init__(self, worker: Worker, workflows: list[Workflow]) -> None:
+        self._worker = worker
+        self._workflows = workflows
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve, name=f"sayiir-worker-{worker.worker_id}", daemon=True
+        )
+        self.error: BaseException | None = None
+
+    def _start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+
+    def _serve(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._ready.set()
+            await self._worker.run(self._workflows, stop=self._stop)
+
+        try:
+            asyncio.run(main())
+        except BaseException as error:
+            self.error = error
+            logger.exception("worker %s crashed", self._worker.worker_id)
+        finally:
+            self._ready.set()
+
+    def shutdown(self) -> None:
+        """Ask the worker to stop; running steps finish and their claims are released."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()

@@ -1,0 +1,169 @@
+"""The blocking functions of the Sayiir 1.0 API, over the async engine.
+
+Each call runs on the process's sayiir loop thread (see ``runtime.loop_thread``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sayiir_core.backends.base import Backend, ConflictPolicy
+from sayiir_core.backends.memory import InMemoryBackend
+from sayiir_core.errors import WorkflowError
+from sayiir_core.runtime.convert import error_for
+from sayiir_core.runtime.engine import Engine, EventListener, run_in_memory
+from sayiir_core.runtime.executor import LocalExecutor
+from sayiir_core.runtime.loop_thread import run_sync
+from sayiir_core.status import Status, WorkflowStatus
+from sayiir_core.workflow.workflow import Workflow
+
+_executor_lock = threading.Lock()
+_shared_executor: LocalExecutor | None = None
+
+
+def _executor() -> LocalExecutor:
+    """The thread pool for sync tasks of runs that have no engine of their own."""
+    global _shared_executor
+    with _executor_lock:
+        if _shared_executor is None:
+            _shared_executor = LocalExecutor()
+        return _shared_executor
+
+
+def _engine(
+    backend: Backend | None,
+    conflict_policy: str | ConflictPolicy | None = None,
+    on_event: EventListener | None = None,
+) -> Engine:
+    return Engine(
+        backend if backend is not None else InMemoryBackend(),
+        executor=_executor(),
+        conflict_policy=conflict_policy,
+        on_event=on_event,
+    )
+
+
+def run_workflow(
+    workflow: Workflow,
+    input: Any,
+    *,
+    instance_id: str | None = None,
+    backend: Backend | None = None,
+    conflict_policy: str | ConflictPolicy | None = None,
+) -> Any:
+    """Run ``workflow`` to completion and return its output.
+
+    Without ``instance_id`` nothing is stored (the fastest path). With one, every step is
+    checkpointed in ``backend``; if the run parks (delay, signal) this raises
+    ``WorkflowError`` — use ``run_durable_workflow`` to get the status instead. A failed
+    task raises ``TaskError`` (or ``TaskTimeoutError``, ``SerializationError``).
+
+    Example::
+
+        assert run_workflow(Flow("double").then(lambda x: x * 2).build(), 21) == 42
+    """
+    if instance_id is None:
+        snapshot = run_sync(run_in_memory(workflow, input, _executor()))
+        if snapshot.error is not None:
+            raise error_for(snapshot.error, workflow.workflow_id)
+        return snapshot.output
+    status = run_durable_workflow(
+        workflow, instance_id, input, backend=backend, conflict_policy=conflict_policy
+    )
+    return output_or_raise(status)
+
+
+def output_or_raise(status: WorkflowStatus) -> Any:
+    """The output of a completed instance, or the typed error explaining why not."""
+    if status.is_completed():
+        return status.output
+    instance = status.instance_id or "?"
+    if status.is_failed() and status.error_detail is not None:
+        raise error_for(status.error_detail, instance)
+    raise WorkflowError(
+        f"instance {instance!r} did not complete (status {status.status}); "
+        "use run_durable_workflow() to inspect it and resume_workflow() to continue"
+    )
+
+
+def run_durable_workflow(
+    workflow: Workflow,
+    instance_id: str,
+    input: Any,
+    backend: Backend | None = None,
+    conflict_policy: str | ConflictPolicy | None = None,
+    *,
+    on_event: EventListener | None = None,
+) -> WorkflowStatus:
+    """Run with a checkpoint after every step; returns the status when it finishes or parks.
+
+    A workflow that reaches a delay or a signal wait parks (``waiting`` /
+    ``awaiting_signal``); ``resume_workflow`` continues it later, in this process or
+    another. ``backend`` defaults to a new ``InMemoryBackend``. ``on_event(instance_id,
+    event)`` is called after each history event is durably written (progress display).
+    """
+    engine = _engine(backend, conflict_policy, on_event)
+    return run_sync(engine.run(workflow, instance_id, input))
+
+
+def resume_workflow(
+    workflow: Workflow,
+    instance_id: str,
+    backend: Backend,
+    *,
+    allow_definition_change: bool = False,
+    on_event: EventListener | None = None,
+) -> WorkflowStatus:
+    """Continue an instance from its last checkpoint (after a crash, a delay or a signal).
+
+    Raises ``DefinitionMismatchError`` if ``workflow``'s structure differs from the one
+    that started the instance, unless ``allow_definition_change=True``.
+    """
+    engine = _engine(backend, on_event=on_event)
+    return run_sync(
+        engine.resume(workflow, instance_id, allow_definition_change=allow_definition_change)
+    )
+
+
+def cancel_workflow(
+    instance_id: str,
+    backend: Backend,
+    reason: str | None = None,
+    cancelled_by: str | None = None,
+) -> None:
+    """Cancel an instance; a running one stops at its next checkpoint."""
+    run_sync(_engine(backend).cancel(instance_id, reason=reason, cancelled_by=cancelled_by))
+
+
+def pause_workflow(
+    instance_id: str,
+    backend: Backend,
+    reason: str | None = None,
+    paused_by: str | None = None,
+) -> None:
+    """Pause an instance; a running one stops after its running steps checkpoint."""
+    run_sync(_engine(backend).pause(instance_id, reason=reason, paused_by=paused_by))
+
+
+def unpause_workflow(instance_id: str, backend: Backend) -> None:
+    """Make a paused instance runnable again (``resume_workflow`` or a worker continues it)."""
+    run_sync(_engine(backend).unpause(instance_id))
+
+
+def send_signal(instance_id: str, signal_name: str, payload: Any, backend: Backend) -> None:
+    """Buffer a signal for an instance (FIFO per name); it is consumed by ``wait_for_signal``."""
+    run_sync(_engine(backend).send_signal(instance_id, signal_name, payload))
+
+
+__all__ = [
+    "Status",
+    "cancel_workflow",
+    "output_or_raise",
+    "pause_workflow",
+    "resume_workflow",
+    "run_durable_workflow",
+    "run_workflow",
+    "send_signal",
+    "unpause_workflow",
+]

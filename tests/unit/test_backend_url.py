@@ -1,0 +1,149 @@
+"""``backend_from_url`` and the public surface of ``sayiir_core.backends``."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import sayiir_core.backends as backends
+from sayiir_core.backends import InMemoryBackend, SqliteBackend, backend_from_url
+from sayiir_core.backends.url import redact
+from sayiir_core.errors import BackendError
+
+
+def test_memory_url() -> None:
+    assert isinstance(backend_from_url("memory://"), InMemoryBackend)
+    with pytest.raises(BackendError, match="no path"):
+        backend_from_url("memory://somewhere")
+
+
+def test_sqlite_url_with_a_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    backend = backend_from_url("sqlite:///var/sayiir.db")
+
+    assert isinstance(backend, SqliteBackend)
+    assert backend.path == tmp_path / "var" / "sayiir.db"
+
+
+def test_sqlite_url_with_an_absolute_path_and_options() -> None:
+    backend = backend_from_url(
+        "sqlite:////srv/data/my%20flows.db?synchronous=normal&busy_timeout=5"
+    )
+
+    assert isinstance(backend, SqliteBackend)
+    assert backend.path == Path("/srv/data/my flows.db")
+    assert "synchronous='NORMAL'" in repr(backend)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://x.db", "has a host part"),
+        ("sqlite:///", "names no database file"),
+        ("sqlite:///:memory:", "memory://"),
+        ("sqlite:///x.db?journal=off", "unknown option 'journal'"),
+        ("sqlite:///x.db?synchronous=OFF", "synchronous must be one of"),
+        ("sqlite:///x.db?busy_timeout=soon", "must be seconds"),
+        ("sqlite:///x.db?busy_timeout", "malformed query"),
+    ],
+)
+def test_bad_sqlite_urls(url: str, message: str) -> None:
+    with pytest.raises(BackendError, match=message):
+        backend_from_url(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://admin:hunter2@db/app", "sayiir.db", "://x", "redis+tls://u:hunter2@h"]
+)
+def test_unknown_or_malformed_urls_list_the_supported_ones(url: str) -> None:
+    with pytest.raises(BackendError) as caught:
+        backend_from_url(url)
+
+    message = str(caught.value)
+    assert "memory://" in message
+    assert "sqlite:///" in message
+    assert "postgresql://" in message
+    assert "hunter2" not in message
+
+
+def test_unknown_scheme_is_named() -> None:
+    with pytest.raises(BackendError, match="'mysql'"):
+        backend_from_url("mysql://db/app")
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_postgres_without_its_backend_is_a_clear_error(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None in sys.modules makes the import fail, as when the module is not installed.
+    monkeypatch.setitem(sys.modules, "sayiir_core.backends.postgres", None)
+
+    with pytest.raises(BackendError, match="PostgreSQL support is not available") as caught:
+        backend_from_url(f"{scheme}://app:hunter2@db:5432/flows")
+
+    assert "hunter2" not in str(caught.value)
+
+
+def test_postgres_url_builds_the_postgres_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    class FakePostgresBackend:
+        def __init__(self, url: str) -> None:
+            self.url = url
+
+    module = types.ModuleType("sayiir_core.backends.postgres")
+    module.PostgresBackend = FakePostgresBackend  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sayiir_core.backends.postgres", module)
+
+    backend = backend_from_url("postgresql://app:secret@db/flows")
+
+    assert isinstance(backend, FakePostgresBackend)
+    assert backend.url == "postgresql://app:secret@db/flows"
+
+
+def test_a_missing_driver_points_to_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_import(name: str) -> types.ModuleType:
+        raise ModuleNotFoundError("No module named 'asyncpg'", name="asyncpg")
+
+    monkeypatch.setattr("sayiir_core.backends.url.importlib.import_module", failing_import)
+
+    with pytest.raises(BackendError, match=r"sayiir-py\[postgres\]"):
+        backend_from_url("postgresql://db/flows")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:hunter2@db/flows", "postgresql://app:***@db/flows"),
+        ("postgresql://app:p@ss/w0rd@db/flows", "postgresql://app:***@db/flows"),
+        ("postgresql://app@db/flows", "postgresql://app@db/flows"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_redact_hides_passwords(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+def test_public_names() -> None:
+    assert sorted(backends.__all__) == backends.__all__
+    assert set(backends.__all__) == {
+        "Backend",
+        "BufferedSignal",
+        "Claim",
+        "ConflictPolicy",
+        "ControlRequest",
+        "HistoryEvent",
+        "InMemoryBackend",
+        "InstancePage",
+        "InstanceRecord",
+        "LoadedInstance",
+        "NewInstance",
+        "SqliteBackend",
+        "StepWrite",
+        "backend_from_url",
+    }
+    for name in backends.__all__:
+        assert getattr(backends, name) is not None
