@@ -33,7 +33,6 @@ from sayiir_core.errors import (
     TaskError,
     TaskTimeoutError,
     WorkflowError,
-    WorkflowNotRegisteredError,
 )
 from sayiir_core.runtime.context import TaskExecutionContext, get_task_context
 from sayiir_core.runtime.worker import Worker, WorkerHandle
@@ -97,7 +96,6 @@ __all__ = [
     "Workflow",
     "WorkflowClient",
     "WorkflowError",
-    "WorkflowNotRegisteredError",
     "WorkflowStatus",
     "__version__",
     "backend_from_url",

@@ -13,8 +13,7 @@
         ├── InstanceAlreadyExistsError  submit/run with an id that exists (policy "fail")
         ├── InstanceNotFoundError       no instance with that id
         ├── InvalidStateError           the instance cannot do that now (signal a finished one)
-        ├── DefinitionMismatchError     resume with a workflow whose structure changed
-        └── WorkflowNotRegisteredError  a worker or resume has no definition for the instance
+        └── DefinitionMismatchError     resume with a workflow whose structure changed
 
 ``TaskError`` keeps the task's own exception type and message: ``error_type`` and
 ``str(error)`` read like ``ValueError: card declined``.
@@ -78,7 +77,3 @@ class InvalidStateError(WorkflowError):
 
 class DefinitionMismatchError(WorkflowError):
     """The instance was started by a workflow definition with another hash."""
-
-
-class WorkflowNotRegisteredError(WorkflowError):
-    """No workflow definition is known for an instance's ``workflow_id``."""

@@ -46,7 +46,7 @@ def _engine(
 
 def run_workflow(
     workflow: Workflow,
-    input: Any,
+    input_data: Any,
     *,
     instance_id: str | None = None,
     backend: Backend | None = None,
@@ -64,12 +64,12 @@ def run_workflow(
         assert run_workflow(Flow("double").then(lambda x: x * 2).build(), 21) == 42
     """
     if instance_id is None:
-        snapshot = run_sync(run_in_memory(workflow, input, _executor()))
+        snapshot = run_sync(run_in_memory(workflow, input_data, _executor()))
         if snapshot.error is not None:
             raise error_for(snapshot.error, workflow.workflow_id)
         return snapshot.output
     status = run_durable_workflow(
-        workflow, instance_id, input, backend=backend, conflict_policy=conflict_policy
+        workflow, instance_id, input_data, backend=backend, conflict_policy=conflict_policy
     )
     return output_or_raise(status)
 
@@ -90,7 +90,7 @@ def output_or_raise(status: WorkflowStatus) -> Any:
 def run_durable_workflow(
     workflow: Workflow,
     instance_id: str,
-    input: Any,
+    input_data: Any,
     backend: Backend | None = None,
     conflict_policy: str | ConflictPolicy | None = None,
     *,
@@ -104,7 +104,7 @@ def run_durable_workflow(
     event)`` is called after each history event is durably written (progress display).
     """
     engine = _engine(backend, conflict_policy, on_event)
-    return run_sync(engine.run(workflow, instance_id, input))
+    return run_sync(engine.run(workflow, instance_id, input_data))
 
 
 def resume_workflow(

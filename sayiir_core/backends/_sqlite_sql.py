@@ -78,11 +78,15 @@ UPDATE sayiir_instances SET
     wake_at = :wake_at, updated_at = :updated_at,
     control_request = CASE WHEN :clear_request THEN NULL ELSE control_request END,
     owner = CASE WHEN :release THEN NULL ELSE owner END,
-    lease_until = CASE WHEN :clear_lease THEN NULL ELSE lease_until END
+    lease_until = CASE WHEN :clear_lease THEN NULL ELSE lease_until END,
+    definition_hash = COALESCE(:definition_hash, definition_hash)
 WHERE instance_id = :instance_id AND claim_token = :token AND owner IS NOT NULL
 RETURNING status, control_request
 """
 SET_STATUS = "UPDATE sayiir_instances SET status = ? WHERE instance_id = ?"
+SELECT_REQUEST = (
+    "SELECT control_request FROM sayiir_instances WHERE instance_id = ? AND claim_token = ?"
+)
 
 SELECT_CHECKPOINTS = (
     "SELECT step_key, payload FROM sayiir_checkpoints WHERE instance_id = ? ORDER BY seq"
@@ -140,18 +144,22 @@ AND (
 
 
 def claimable_query(workflow_count: int) -> str:
-    """Up to ``:limit`` claimable instances of the given workflows, in claim order."""
-    placeholders = ", ".join(f":wf{i}" for i in range(workflow_count))
+    """Up to ``:limit`` claimable instances of the given workflow definitions, in order."""
+    definitions = " OR ".join(
+        f"(workflow_id = :wf{i} AND definition_hash = :hash{i})" for i in range(workflow_count)
+    )
     return (
         f"SELECT {_SELECT_LIST} FROM sayiir_instances "
-        f"WHERE workflow_id IN ({placeholders}) AND {_CLAIMABLE}"
+        f"WHERE ({definitions}) AND {_CLAIMABLE}"
         "ORDER BY priority, COALESCE(wake_at, 0), created_at, seq LIMIT :limit"
     )
 
 
-def claimable_params(workflow_ids: Sequence[str], now: float, limit: int) -> dict[str, Any]:
-    params: dict[str, Any] = {f"wf{i}": wf for i, wf in enumerate(workflow_ids)}
-    params.update(now=now, limit=limit)
+def claimable_params(workflows: Mapping[str, str], now: float, limit: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"now": now, "limit": limit}
+    for i, (workflow_id, definition_hash) in enumerate(workflows.items()):
+        params[f"wf{i}"] = workflow_id
+        params[f"hash{i}"] = definition_hash
     return params
 
 
@@ -263,6 +271,7 @@ def commit_params(instance_id: str, token: int, write: StepWrite) -> dict[str, A
         "clear_request": after.control_request is None,
         "release": after.owner is None,
         "clear_lease": after.lease_until is None,
+        "definition_hash": write.definition_hash,
         "instance_id": instance_id,
         "token": token,
     }

@@ -43,7 +43,7 @@ class HistoryEvent:
     ``kind`` is one of: ``started``, ``task_started``, ``task_completed``, ``task_failed``,
     ``retry_scheduled``, ``timer_started``, ``timer_fired``, ``signal_sent``,
     ``signal_received``, ``paused``, ``unpaused``, ``cancelled``, ``completed``,
-    ``failed``, ``resumed``, ``retried_from``.
+    ``failed``, ``retried_from``, ``definition_changed``.
     """
 
     kind: str
@@ -118,6 +118,8 @@ class StepWrite:
     ``release`` gives up the claim (the instance parked, finished or was paused).
     ``consumed_signal`` deletes that buffered signal in the same transaction that
     checkpoints its payload, so a signal is neither lost nor delivered twice.
+    ``definition_hash`` rebinds the instance to another definition (an accepted
+    ``allow_definition_change`` resume).
     """
 
     status: Status
@@ -130,6 +132,7 @@ class StepWrite:
     events: Sequence[HistoryEvent] = ()
     consumed_signal: int | None = None
     release: bool = False
+    definition_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +180,13 @@ class Backend(Protocol):
         ...
 
     async def claim_next(
-        self, owner: str, workflow_ids: Sequence[str], ttl: float, now: float, limit: int
+        self, owner: str, workflows: Mapping[str, str], ttl: float, now: float, limit: int
     ) -> list[Claim]:
         """Claim up to ``limit`` runnable instances whose lease is free or expired.
+
+        ``workflows`` maps each workflow id this worker can run to its definition hash:
+        an instance started by another definition is left for a worker that has it
+        (rolling deploys), never run with the wrong code.
 
         Runnable: ``pending`` or ``running``; ``waiting`` or ``awaiting_signal`` with
         ``wake_at <= now``; or carrying a control request.
@@ -228,6 +235,14 @@ class Backend(Protocol):
     ) -> InstancePage: ...
 
     async def history(self, instance_id: str) -> list[HistoryEvent]: ...
+
+    async def wait_for_work(self, max_wait: float) -> None:
+        """Return when work may have become runnable, or after ``max_wait`` seconds.
+
+        Work means a submit, a signal or an unpause. Backends without a push channel
+        simply sleep; workers look for work after it returns.
+        """
+        ...
 
     async def reset_from(self, instance_id: str, task_id: str, now: float) -> InstanceRecord:
         """Drop the checkpoints of ``task_id`` and of every step written after it.

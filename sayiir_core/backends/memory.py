@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sayiir_core.backends.base import (
@@ -23,6 +23,7 @@ from sayiir_core.backends.base import (
     NewInstance,
     StepWrite,
 )
+from sayiir_core.backends.notify import WorkNotifier
 from sayiir_core.backends.rules import (
     apply_control_request,
     apply_reset,
@@ -67,6 +68,7 @@ class InMemoryBackend:
         self._signal_ids = 0
         self._creation_order = 0
         self._order: dict[str, int] = {}
+        self._notifier = WorkNotifier()
 
     def __repr__(self) -> str:
         return f"InMemoryBackend(instances={len(self._instances)})"
@@ -76,6 +78,9 @@ class InMemoryBackend:
 
     async def close(self) -> None:
         return None
+
+    async def wait_for_work(self, max_wait: float) -> None:
+        await self._notifier.wait(max_wait)
 
     async def create(self, new: NewInstance, policy: ConflictPolicy) -> tuple[InstanceRecord, bool]:
         with self._lock:
@@ -96,7 +101,9 @@ class InMemoryBackend:
             self._instances[new.instance_id] = stored
             self._creation_order += 1
             self._order[new.instance_id] = self._creation_order
-            return record, True
+        if record.status is Status.PENDING:
+            self._notifier.notify()
+        return record, True
 
     async def load(self, instance_id: str) -> LoadedInstance | None:
         with self._lock:
@@ -121,15 +128,15 @@ class InMemoryBackend:
             return self._take(stored, owner, ttl, now)
 
     async def claim_next(
-        self, owner: str, workflow_ids: Sequence[str], ttl: float, now: float, limit: int
+        self, owner: str, workflows: Mapping[str, str], ttl: float, now: float, limit: int
     ) -> list[Claim]:
-        wanted = set(workflow_ids)
         with self._lock:
             candidates = sorted(
                 (
                     stored
                     for stored in self._instances.values()
-                    if stored.record.workflow_id in wanted and is_claimable(stored.record, now)
+                    if workflows.get(stored.record.workflow_id) == stored.record.definition_hash
+                    and is_claimable(stored.record, now)
                 ),
                 key=lambda s: (s.record.priority, s.record.wake_at or 0.0, s.record.created_at),
             )
@@ -184,7 +191,8 @@ class InMemoryBackend:
             stored = self._require(instance_id)
             stored.record, events = apply_unpause(stored.record, now)
             stored.append_events(events)
-            return stored.record
+        self._notifier.notify()
+        return stored.record
 
     async def send_signal(self, instance_id: str, name: str, payload: bytes, now: float) -> None:
         with self._lock:
@@ -192,9 +200,12 @@ class InMemoryBackend:
             check_signal_target(stored.record, name)
             self._signal_ids += 1
             stored.signals.append(BufferedSignal(self._signal_ids, name, payload))
-            if stored.record.status is Status.AWAITING_SIGNAL:
+            awaiting = stored.record.status is Status.AWAITING_SIGNAL
+            if awaiting:
                 stored.record = dataclasses.replace(stored.record, wake_at=now)
             stored.append_events([HistoryEvent("signal_sent", now, detail={"name": name})])
+        if awaiting:
+            self._notifier.notify()
 
     async def next_signal(self, instance_id: str, name: str) -> BufferedSignal | None:
         with self._lock:
@@ -243,7 +254,8 @@ class InMemoryBackend:
             stored.checkpoints = {key: stored.checkpoints[key] for key in keys[:keep]}
             stored.record = record
             stored.append_events([event])
-            return record
+        self._notifier.notify()
+        return record
 
     def _require(self, instance_id: str) -> _Stored:
         stored = self._instances.get(instance_id)

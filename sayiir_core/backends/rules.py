@@ -73,12 +73,24 @@ def is_claimable(record: InstanceRecord, now: float) -> bool:
     return record.status in _PARKED and record.wake_at is not None and record.wake_at <= now
 
 
+def settled_status(status: Status, pending_request: ControlRequest | None) -> Status:
+    """The status a commit stores, given the control request pending before it.
+
+    A runner settles a pause only after its running steps have checkpointed. If the
+    pause was withdrawn (unpaused) meanwhile, the instance becomes runnable instead.
+    """
+    if status is Status.PAUSED and pending_request is not ControlRequest.PAUSE:
+        return Status.PENDING
+    return status
+
+
 def committed_record(record: InstanceRecord, write: StepWrite) -> InstanceRecord:
     settled = write.status.is_terminal or write.status is Status.PAUSED
     released = write.release or write.status.is_terminal
     return dataclasses.replace(
         record,
-        status=write.status,
+        status=settled_status(write.status, record.control_request),
+        definition_hash=write.definition_hash or record.definition_hash,
         control=dict(write.control),
         output=write.output,
         error=write.error,

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from sayiir_core.backends.base import (
     NewInstance,
     StepWrite,
 )
+from sayiir_core.backends.notify import notifier_for
 from sayiir_core.backends.rules import (
     apply_control_request,
     apply_reset,
@@ -47,6 +48,7 @@ from sayiir_core.backends.rules import (
     is_claimable,
     missing,
     new_record,
+    settled_status,
     terminated_record,
 )
 from sayiir_core.errors import BackendError, InstanceAlreadyExistsError, LeaseLostError
@@ -95,6 +97,7 @@ class SqliteBackend:
         self._busy_timeout = float(busy_timeout)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._notifier = notifier_for(self._path)
 
     def __repr__(self) -> str:
         return f"SqliteBackend({str(self._path)!r}, synchronous={self._synchronous!r})"
@@ -119,6 +122,11 @@ class SqliteBackend:
                 except sqlite3.Error as exc:
                     raise self._error("close", exc) from exc
 
+    async def wait_for_work(self, max_wait: float) -> None:
+        # Wakes at once for work made runnable in this process; other processes' work
+        # is found when the timeout (the worker's poll interval) runs out.
+        await self._notifier.wait(max_wait)
+
     async def create(self, new: NewInstance, policy: ConflictPolicy) -> tuple[InstanceRecord, bool]:
         with self._write("create") as conn:
             row = conn.execute(sql.SELECT_RECORD, (new.instance_id,)).fetchone()
@@ -142,6 +150,8 @@ class SqliteBackend:
                     conn.execute(statement, (new.instance_id,))
             conn.execute(sql.INSERT_RECORD, sql.record_params(record))
             self._append(conn, new.instance_id, events)
+        if record.status is Status.PENDING:
+            self._notifier.notify()
         return record, True
 
     async def load(self, instance_id: str) -> LoadedInstance | None:
@@ -173,12 +183,12 @@ class SqliteBackend:
         return Claim(LoadedInstance(record, checkpoints), record.claim_token)
 
     async def claim_next(
-        self, owner: str, workflow_ids: Sequence[str], ttl: float, now: float, limit: int
+        self, owner: str, workflows: Mapping[str, str], ttl: float, now: float, limit: int
     ) -> list[Claim]:
-        if limit < 1 or not workflow_ids:
+        if limit < 1 or not workflows:
             return []
-        query = sql.claimable_query(len(workflow_ids))
-        params = sql.claimable_params(workflow_ids, now, limit)
+        query = sql.claimable_query(len(workflows))
+        params = sql.claimable_params(workflows, now, limit)
         # Idle workers poll often: look first without the write lock, so an empty poll
         # never makes a committing worker wait. The query runs again under the lock.
         with self._session("claim_next") as conn:
@@ -212,6 +222,11 @@ class SqliteBackend:
         params = sql.commit_params(instance_id, token, write)
         events = [sql.event_params(instance_id, event) for event in write.events]
         with self._write("commit") as conn:
+            if write.status is Status.PAUSED:
+                # Rare (a pause settling): the pending request decides the stored status.
+                row = conn.execute(sql.SELECT_REQUEST, (instance_id, token)).fetchone()
+                pending = ControlRequest(row[0]) if row is not None and row[0] else None
+                params["status"] = settled_status(write.status, pending).value
             rows = conn.execute(sql.COMMIT_RECORD, params).fetchall()
             if not rows:
                 raise self._refused(conn, instance_id, token)
@@ -252,6 +267,7 @@ class SqliteBackend:
             record = self._require(conn, instance_id)
             updated, events = apply_unpause(record, now)
             self._save(conn, record, updated, events)
+        self._notifier.notify()
         return updated
 
     async def send_signal(self, instance_id: str, name: str, payload: bytes, now: float) -> None:
@@ -266,6 +282,8 @@ class SqliteBackend:
             )
             event = HistoryEvent("signal_sent", now, detail={"name": name})
             self._save(conn, record, updated, [event])
+        if updated is not record:
+            self._notifier.notify()
 
     async def next_signal(self, instance_id: str, name: str) -> BufferedSignal | None:
         with self._session("next_signal") as conn:
@@ -317,6 +335,7 @@ class SqliteBackend:
             if keep < len(written):
                 conn.execute(sql.DELETE_CHECKPOINTS_FROM, (instance_id, written[keep][0]))
             self._save(conn, record, updated, [event])
+        self._notifier.notify()
         return updated
 
     # -- connection and transactions ------------------------------------------------

@@ -21,6 +21,7 @@ from sayiir_core.machine.events import (
     Event,
     PauseRequested,
     SignalReceived,
+    SignalTimedOut,
     TaskCompleted,
     TaskFailed,
     Unpaused,
@@ -78,6 +79,10 @@ def advance(workflow: Workflow, snapshot: Snapshot, event: Event) -> tuple[Snaps
         failure = state.record_failure(workflow, event)
         if failure is not None:
             return state.freeze(Status.FAILED, error=failure), [Fail(failure)]
+    elif isinstance(event, SignalTimedOut):
+        timeout = _signal_timeout_error(workflow, event.key)
+        if event.key not in state.results:
+            return state.freeze(Status.FAILED, error=timeout), [Fail(timeout)]
     elif isinstance(event, Unpaused):
         state.status = Status.RUNNING
     now = event.now
@@ -91,6 +96,16 @@ def advance(workflow: Workflow, snapshot: Snapshot, event: Event) -> tuple[Snaps
     if isinstance(outcome, _Done):
         return state.freeze(Status.COMPLETED, output=outcome.value), [Complete(outcome.value)]
     return state.freeze(walker.status()), walker.commands
+
+
+def _signal_timeout_error(workflow: Workflow, key: str) -> ErrorInfo:
+    node = workflow.signals[key]
+    return ErrorInfo(
+        "SignalTimeoutError",
+        f"no signal {node.signal_name!r} arrived within {node.timeout_secs}s",
+        key,
+        kind="signal_timeout",
+    )
 
 
 def start(input_value: Any) -> Snapshot:
@@ -358,15 +373,9 @@ class _Walker:
         if deadline is None and node.timeout_secs is not None:
             deadline = self._now + node.timeout_secs
             self._state.set_timer(key, deadline)
-        if deadline is not None and deadline <= self._now:
-            return _Failed(
-                ErrorInfo(
-                    "SignalTimeoutError",
-                    f"no signal {node.signal_name!r} arrived within {node.timeout_secs}s",
-                    key,
-                    kind="signal_timeout",
-                )
-            )
+        # A passed deadline does not fail the wait here: the driver first looks for a
+        # buffered signal (it may have arrived in time while nobody ran the instance) and
+        # sends SignalTimedOut only if there is none.
         self.commands.append(AwaitSignal(key, node.signal_name, deadline))
         if deadline is not None:
             self.commands.append(WakeAt(key, deadline, "signal_timeout"))

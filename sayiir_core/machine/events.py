@@ -48,6 +48,14 @@ class SignalReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalTimedOut:
+    """The deadline of a signal wait passed and no buffered signal was there to take."""
+
+    key: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRequested:
     pass
 
@@ -63,5 +71,12 @@ class Unpaused:
 
 
 Event: TypeAlias = (
-    Tick | TaskCompleted | TaskFailed | SignalReceived | CancelRequested | PauseRequested | Unpaused
+    Tick
+    | TaskCompleted
+    | TaskFailed
+    | SignalReceived
+    | SignalTimedOut
+    | CancelRequested
+    | PauseRequested
+    | Unpaused
 )

@@ -14,7 +14,7 @@ from sayiir_core.errors import (
     WorkflowError,
 )
 from sayiir_core.machine import ErrorInfo, Snapshot
-from sayiir_core.status import WorkflowStatus
+from sayiir_core.status import Status, WorkflowStatus
 
 
 def snapshot_from(loaded: LoadedInstance, codec: Codec) -> Snapshot:
@@ -34,7 +34,10 @@ def snapshot_from(loaded: LoadedInstance, codec: Codec) -> Snapshot:
 
 def status_from(record: InstanceRecord, codec: Codec) -> WorkflowStatus:
     error = record.error
-    waiting_on = record.control.get("timers", {}) if record.control else {}
+    parked = record.status in (Status.WAITING, Status.AWAITING_SIGNAL)
+    delays = record.control.get("delays", []) if record.status is Status.WAITING else []
+    signals = record.control.get("signals", {}) if record.status is Status.AWAITING_SIGNAL else {}
+    signal_id = next(iter(signals), None)
     return WorkflowStatus(
         status=record.status.value,
         instance_id=record.instance_id,
@@ -46,8 +49,10 @@ def status_from(record: InstanceRecord, codec: Codec) -> WorkflowStatus:
         reason=record.reason,
         cancelled_by=record.cancelled_by,
         paused_by=record.paused_by,
-        wake_at=_datetime(record.wake_at) if record.status.value == "waiting" else None,
-        delay_id=next(iter(waiting_on), None) if record.status.value == "waiting" else None,
+        wake_at=_datetime(record.wake_at) if parked else None,
+        delay_id=delays[0] if delays else None,
+        signal_id=signal_id,
+        signal_name=signals[signal_id] if signal_id is not None else None,
         created_at=_datetime(record.created_at),
         updated_at=_datetime(record.updated_at),
         error_detail=error,

@@ -134,7 +134,29 @@ class Engine:
         ):
             return status_from(record, self.codec)
         claim = await self.backend.claim(instance_id, self.owner_id, self.lease_ttl, self._clock())
+        if record.definition_hash != workflow.definition_hash:
+            await self._rebind(claim, workflow)
         return await self.run_claimed(workflow, claim, DURABLE_RUN)
+
+    async def _rebind(self, claim: Claim, workflow: Workflow) -> None:
+        """Record that the instance now runs under ``workflow``'s definition."""
+        record = claim.instance.record
+        now = self._clock()
+        change = {"from": record.definition_hash, "to": workflow.definition_hash}
+        await self.backend.commit(
+            record.instance_id,
+            claim.token,
+            StepWrite(
+                status=record.status,
+                control=record.control,
+                now=now,
+                output=record.output,
+                error=record.error,
+                wake_at=record.wake_at,
+                events=[HistoryEvent("definition_changed", now, detail=change)],
+                definition_hash=workflow.definition_hash,
+            ),
+        )
 
     async def run_claimed(
         self,
@@ -182,9 +204,10 @@ class Engine:
                 stop=stop,
             )
             await self._run_with_heartbeat(runner, first, instance_id, token, sink)
-            if not await self._signal_raced_park(instance_id, runner):
+            if not await self._should_go_on(instance_id, runner):
                 break
-            # A signal arrived while the instance was parking: take it back and go on.
+            # A signal arrived while the instance parked, or an unpause while its pause
+            # settled: take it back and go on.
             claim = await self.backend.claim(
                 instance_id, self.owner_id, self.lease_ttl, self._clock()
             )
@@ -213,7 +236,10 @@ class Engine:
             heartbeat.cancel()
             run.cancel()
 
-    async def _signal_raced_park(self, instance_id: str, runner: InstanceRunner) -> bool:
+    async def _should_go_on(self, instance_id: str, runner: InstanceRunner) -> bool:
+        if runner.snapshot.status is Status.PAUSED:
+            record = await self.backend.get_record(instance_id)
+            return record is not None and record.status is Status.PENDING
         if runner.snapshot.status is not Status.AWAITING_SIGNAL:
             return False
         for name in runner.awaited_signals:
@@ -347,9 +373,11 @@ async def run_in_memory(
 ) -> Snapshot:
     """Run without any persistence (``run_workflow`` without an instance id)."""
     snapshot = start(codec.decode(encode_or_raise(codec, input_value, "workflow input")))
+    # Each run gets its own id, so idempotency keys differ between runs.
+    instance_id = f"{workflow.workflow_id}-{uuid.uuid4().hex[:12]}"
     runner = InstanceRunner(
         workflow,
-        workflow.workflow_id,
+        instance_id,
         snapshot,
         executor=executor,
         codec=codec,

@@ -111,22 +111,31 @@ class LocalExecutor:
             step_key=request.key,
             attempt=request.attempt,
             metadata=node.metadata,
-            workflow_metadata=request.workflow_metadata,
+            workflow_metadata=(
+                dict(request.workflow_metadata) if request.workflow_metadata is not None else None
+            ),
         )
-        timeout = node.metadata.timeout_secs
-        if _is_async(node.fn):
-            return await asyncio.wait_for(_run_async(node.fn, argument, context), timeout)
-        loop = asyncio.get_running_loop()
-        run = functools.partial(_run_sync, node.fn, argument, context)
-        result = await asyncio.wait_for(loop.run_in_executor(self._pool, run), timeout)
-        if inspect.isawaitable(result):  # a sync callable that returned a coroutine
-            result = await asyncio.wait_for(result, timeout)
-        return result
+        try:
+            async with asyncio.timeout(node.metadata.timeout_secs) as deadline:
+                if _is_async(node.fn):
+                    return await _run_async(node.fn, argument, context)
+                loop = asyncio.get_running_loop()
+                run = functools.partial(_run_sync, node.fn, argument, context)
+                result = await loop.run_in_executor(self._pool, run)
+                if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+                    result = await result
+                return result
+        except TimeoutError:
+            # Only our deadline is the task's timeout; a TimeoutError the task raised
+            # itself (a socket timeout, say) is an ordinary task error.
+            if deadline.expired():
+                raise _DeadlineExceededError from None
+            raise
 
     def _classify(self, request: TaskRequest, error: Exception) -> tuple[ErrorInfo, bool]:
         node = request.task
         policy = node.metadata.retries
-        if isinstance(error, TimeoutError):
+        if isinstance(error, _DeadlineExceededError):
             seconds = node.metadata.timeout_secs
             timeout_error = TaskTimeoutError(
                 f"task {node.task_id!r} timed out after {seconds}s",
@@ -149,6 +158,10 @@ class _EncodingError(SerializationError):
     pass
 
 
+class _DeadlineExceededError(Exception):
+    """The attempt ran past the task's timeout."""
+
+
 def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
@@ -156,7 +169,7 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 
 
 async def _run_async(fn: Callable[..., Any], argument: Any, context: TaskExecutionContext) -> Any:
-    # Runs as its own asyncio task (wait_for wraps it), so the context var stays local.
+    # Runs inside the step's own asyncio task, so the context var stays local to it.
     set_task_context(context)
     return await fn(argument)
 

@@ -82,7 +82,7 @@ def _outcome_events(
         worker_id,
         {"error": str(outcome.error), "traceback": outcome.traceback, "duration_ms": duration_ms},
     )
-    due = after.retry_at.get(event.key)
+    due = after.retry_at.get(event.key) if after.status is not Status.FAILED else None
     if due is None:
         return [failed]
     retry = HistoryEvent(

@@ -25,6 +25,7 @@ from sayiir_core.machine import (
     PauseRequested,
     RunTask,
     SignalReceived,
+    SignalTimedOut,
     Snapshot,
     TaskCompleted,
     TaskFailed,
@@ -40,7 +41,7 @@ from sayiir_core.runtime.executor import (
 )
 from sayiir_core.runtime.history import transition_events
 from sayiir_core.status import Status
-from sayiir_core.workflow.graph import ChildFlowNode, DelayNode, ForkNode, Pipeline, RouteNode
+from sayiir_core.workflow.graph import DelayNode, Pipeline, iter_nodes
 from sayiir_core.workflow.workflow import Workflow
 
 
@@ -156,7 +157,7 @@ class InstanceRunner:
         await self._sink.write(
             StepWrite(
                 status=self.snapshot.status,
-                control=self.snapshot.control_state(),
+                control=self._control_state(),
                 now=self._clock(),
                 wake_at=self._wake_at(),
                 release=True,
@@ -175,8 +176,10 @@ class InstanceRunner:
         # A pause is final only once the steps still running have checkpointed.
         settled = after.status is Status.PAUSED and not self._in_flight and not self._events
         write = StepWrite(
-            status=after.status,
-            control=after.control_state(),
+            # While the steps still running drain, a paused instance stays "running": a
+            # pause is only stored once it holds (see rules.settled_status).
+            status=after.status if after.status is not Status.PAUSED or settled else Status.RUNNING,
+            control=self._control_state(),
             now=now,
             checkpoints=self._new_checkpoints(before, after, outcome),
             output=self._codec.encode(after.output) if after.status is Status.COMPLETED else None,
@@ -218,6 +221,12 @@ class InstanceRunner:
                 checkpoints.append((key, self._codec.encode(after.results[key])))
         return checkpoints
 
+    def _control_state(self) -> dict[str, object]:
+        """The snapshot's control state, plus what it waits for (for status displays)."""
+        waits = {c.key: c.signal_name for c in self._commands if isinstance(c, AwaitSignal)}
+        delays = [c.key for c in self._commands if isinstance(c, WakeAt) and c.reason == "delay"]
+        return {**self.snapshot.control_state(), "signals": waits, "delays": delays}
+
     def _wake_at(self) -> float | None:
         times = [command.when for command in self._commands if isinstance(command, WakeAt)]
         return min(times) if times else None
@@ -247,6 +256,9 @@ class InstanceRunner:
                 continue
             signal = await self._sink.next_signal(command.signal_name)
             if signal is None:
+                now = self._clock()
+                if command.deadline is not None and command.deadline <= now:
+                    self._events.append(SignalTimedOut(command.key, now))
                 continue
             self._consumed[command.key] = signal.signal_id
             self._signal_payloads[command.key] = signal.payload
@@ -264,13 +276,7 @@ class InstanceRunner:
             self._in_flight.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
         if not done:
-            request = await self._sink.pending_control()
-            if request is ControlRequest.CANCEL:
-                self._events.append(CancelRequested())
-            elif request is ControlRequest.PAUSE and self.snapshot.status is not Status.PAUSED:
-                self._events.append(PauseRequested())
-            else:
-                self._events.append(Tick(self._clock()))
+            await self._check_control()
             return
         for key, task in list(self._in_flight.items()):
             if task in done:
@@ -292,10 +298,21 @@ class InstanceRunner:
             return True
         if not waits:
             raise _NothingToWaitForError(self._commands)
+        # Sleep in slices so that a cancel or pause during a back-off is seen promptly.
         delay = max(0.0, min(command.when for command in waits) - self._clock())
-        await asyncio.sleep(delay)
-        self._events.append(Tick(self._clock()))
+        await asyncio.sleep(min(delay, self._control_poll_interval))
+        await self._check_control()
         return False
+
+    async def _check_control(self) -> None:
+        """Queue a cancel or pause asked for since the last write, else a ``Tick``."""
+        request = await self._sink.pending_control()
+        if request is ControlRequest.CANCEL:
+            self._events.append(CancelRequested())
+        elif request is ControlRequest.PAUSE and self.snapshot.status is not Status.PAUSED:
+            self._events.append(PauseRequested())
+        else:
+            self._events.append(Tick(self._clock()))
 
     def _should_park(self, waits: list[WakeAt], awaits_signal: bool) -> bool:
         if awaits_signal and self._park.signals:
@@ -330,18 +347,4 @@ def _event_key(event: Event) -> str | None:
 
 
 def _delay_ids(pipeline: Pipeline) -> list[str]:
-    found: list[str] = []
-    for node in pipeline:
-        if isinstance(node, DelayNode):
-            found.append(node.node_id)
-        elif isinstance(node, ChildFlowNode):
-            found.extend(_delay_ids(node.pipeline))
-        elif isinstance(node, ForkNode):
-            for branch in node.branches:
-                found.extend(_delay_ids(branch))
-        elif isinstance(node, RouteNode):
-            for _, branch in node.branches:
-                found.extend(_delay_ids(branch))
-            if node.default is not None:
-                found.extend(_delay_ids(node.default))
-    return found
+    return [node.node_id for node in iter_nodes(pipeline) if isinstance(node, DelayNode)]

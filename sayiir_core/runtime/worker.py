@@ -13,11 +13,12 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from sayiir_core.backends.base import Backend, Claim
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import LeaseLostError
-from sayiir_core.runtime.engine import Engine, check_definition
+from sayiir_core.runtime.engine import Engine, EventListener, check_definition
 from sayiir_core.runtime.executor import Executor, LocalExecutor
 from sayiir_core.runtime.runner import ParkPolicy
 from sayiir_core.workflow.workflow import Workflow
@@ -43,6 +44,7 @@ class Worker:
         concurrency: int = 8,
         codec: Codec = DEFAULT_CODEC,
         executor: Executor | None = None,
+        on_event: EventListener | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -55,6 +57,7 @@ class Worker:
         self.concurrency = concurrency
         self._codec = codec
         self._executor = executor
+        self._on_event = on_event
         # Retries due within a poll interval are waited for in process; longer back-offs
         # park the instance so it does not hold a concurrency slot.
         self._park = ParkPolicy(delays=True, signals=True, retries_longer_than=poll_interval)
@@ -79,6 +82,7 @@ class Worker:
         registry = {workflow.workflow_id: workflow for workflow in workflows}
         if not registry:
             raise ValueError("a worker needs at least one workflow")
+        definitions = {wf_id: wf.definition_hash for wf_id, wf in registry.items()}
         stop = stop or asyncio.Event()
         executor = self._executor or LocalExecutor(codec=self._codec)
         engine = Engine(
@@ -87,6 +91,7 @@ class Worker:
             executor=executor,
             owner_id=self.worker_id,
             lease_ttl=self.claim_ttl,
+            on_event=self._on_event,
         )
         await engine.open()
         running: set[asyncio.Task[None]] = set()
@@ -94,7 +99,7 @@ class Worker:
         try:
             while not stop.is_set():
                 free = self.concurrency - len(running)
-                claims = await self._claim(registry, free) if free > 0 else []
+                claims = await self._claim(definitions, free) if free > 0 else []
                 for claim in claims:
                     task = asyncio.create_task(
                         self._run_one(engine, registry, claim, stop),
@@ -106,7 +111,7 @@ class Worker:
                 if claims and len(claims) == free:
                     continue  # there may be more work than free slots: look again at once
                 slot_freed.clear()
-                await _wait_any(stop, slot_freed, self.poll_interval)
+                await self._idle(stop, slot_freed, wait_for_work=free > len(claims))
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
         finally:
@@ -115,14 +120,41 @@ class Worker:
             if self._executor is None:
                 executor.close()
 
-    async def _claim(self, registry: dict[str, Workflow], limit: int) -> list[Claim]:
+    async def _claim(self, definitions: dict[str, str], limit: int) -> list[Claim]:
         try:
-            return await self.backend.claim_next(
-                self.worker_id, list(registry), self.claim_ttl, time.time(), limit
+            claims = await self.backend.claim_next(
+                self.worker_id, definitions, self.claim_ttl, time.time(), limit
             )
         except Exception:
             logger.exception("worker %s: claiming failed; retrying", self.worker_id)
             return []
+        for claim in claims:
+            record = claim.instance.record
+            logger.info(
+                "[%s] claimed (workflow %s, was %s)",
+                record.instance_id,
+                record.workflow_id,
+                record.status.value,
+            )
+        return claims
+
+    async def _idle(
+        self, stop: asyncio.Event, slot_freed: asyncio.Event, *, wait_for_work: bool
+    ) -> None:
+        """Wait for a stop, a free slot, or (with slots free) new work or the poll interval."""
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(slot_freed.wait()),
+        ]
+        if wait_for_work:
+            waiters.append(asyncio.ensure_future(self.backend.wait_for_work(self.poll_interval)))
+        try:
+            await asyncio.wait(
+                waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _run_one(
         self,
@@ -142,15 +174,6 @@ class Worker:
             logger.exception(
                 "worker %s: instance %r stopped with an error", self.worker_id, record.instance_id
             )
-
-
-async def _wait_any(stop: asyncio.Event, freed: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(freed.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 class WorkerHandle:

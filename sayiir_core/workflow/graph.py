@@ -8,7 +8,7 @@ dataclass; nothing here runs user code or touches I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -129,26 +129,28 @@ def node_id(node: Node) -> str:
     return node.task_id if isinstance(node, TaskNode) else node.node_id
 
 
+def iter_nodes(pipeline: Pipeline) -> Iterator[Node]:
+    """Every node in the pipeline and inside its composite nodes, depth first."""
+    for node in pipeline:
+        yield node
+        if isinstance(node, ForkNode):
+            for branch in node.branches:
+                yield from iter_nodes(branch)
+            yield node.join
+        elif isinstance(node, RouteNode):
+            yield node.key_fn
+            for _, branch in node.branches:
+                yield from iter_nodes(branch)
+            if node.default is not None:
+                yield from iter_nodes(node.default)
+        elif isinstance(node, LoopNode):
+            yield node.body
+        elif isinstance(node, MapNode):
+            yield node.fn
+        elif isinstance(node, ChildFlowNode):
+            yield from iter_nodes(node.pipeline)
+
+
 def iter_task_nodes(pipeline: Pipeline) -> list[TaskNode]:
     """Every task node in the pipeline, depth first, in execution order."""
-    found: list[TaskNode] = []
-    for node in pipeline:
-        if isinstance(node, TaskNode):
-            found.append(node)
-        elif isinstance(node, ForkNode):
-            for branch in node.branches:
-                found.extend(iter_task_nodes(branch))
-            found.append(node.join)
-        elif isinstance(node, RouteNode):
-            found.append(node.key_fn)
-            for _, branch in node.branches:
-                found.extend(iter_task_nodes(branch))
-            if node.default is not None:
-                found.extend(iter_task_nodes(node.default))
-        elif isinstance(node, LoopNode):
-            found.append(node.body)
-        elif isinstance(node, MapNode):
-            found.append(node.fn)
-        elif isinstance(node, ChildFlowNode):
-            found.extend(iter_task_nodes(node.pipeline))
-    return found
+    return [node for node in iter_nodes(pipeline) if isinstance(node, TaskNode)]

@@ -20,6 +20,7 @@ from sayiir_core.workflow.graph import (
     RouteNode,
     SignalNode,
     TaskNode,
+    iter_nodes,
     iter_task_nodes,
     node_id,
 )
@@ -49,7 +50,14 @@ class Workflow:
     differs fails with ``DefinitionMismatchError``.
     """
 
-    __slots__ = ("_definition_hash", "_metadata", "_pipeline", "_tasks", "_workflow_id")
+    __slots__ = (
+        "_definition_hash",
+        "_metadata",
+        "_pipeline",
+        "_signals",
+        "_tasks",
+        "_workflow_id",
+    )
 
     def __init__(
         self, workflow_id: str, pipeline: Pipeline, metadata: Mapping[str, Any] | None = None
@@ -58,6 +66,9 @@ class Workflow:
         self._pipeline = pipeline
         self._metadata = MappingProxyType(dict(metadata)) if metadata is not None else None
         self._tasks = MappingProxyType(_index_tasks(pipeline))
+        self._signals = MappingProxyType(
+            {node.node_id: node for node in iter_nodes(pipeline) if isinstance(node, SignalNode)}
+        )
         _check_step_ids(pipeline)
         self._definition_hash = _hash_definition(workflow_id, pipeline)
 
@@ -81,6 +92,11 @@ class Workflow:
     def tasks(self) -> Mapping[str, TaskNode]:
         """Every task node by its id."""
         return self._tasks
+
+    @property
+    def signals(self) -> Mapping[str, SignalNode]:
+        """Every signal wait by its step id."""
+        return self._signals
 
     def iter_nodes(self) -> list[NodeInfo]:
         """Every node in execution order."""

@@ -26,6 +26,7 @@ from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status
 
 NOW = 1_000.0
+HASH = "hash-1"
 TTL = 30.0
 
 
@@ -41,7 +42,7 @@ def new(
     return NewInstance(
         instance_id=instance_id,
         workflow_id=workflow_id,
-        definition_hash="hash-1",
+        definition_hash=HASH,
         input=input,
         status=Status.PENDING,
         now=now,
@@ -260,14 +261,14 @@ async def test_claim_of_an_unknown_instance_raises(backend: Backend) -> None:
 async def test_claim_next_takes_a_pending_instance_once_per_lease(backend: Backend) -> None:
     await create(backend)
 
-    claims = await backend.claim_next("w1", ["wf"], TTL, NOW, 10)
+    claims = await backend.claim_next("w1", {"wf": HASH}, TTL, NOW, 10)
 
     assert [c.instance.record.instance_id for c in claims] == ["i-1"]
     assert claims[0].token == 1
     assert claims[0].instance.record.owner == "w1"
-    assert await backend.claim_next("w2", ["wf"], TTL, NOW + 1, 10) == []
+    assert await backend.claim_next("w2", {"wf": HASH}, TTL, NOW + 1, 10) == []
     # Once the lease runs out, another worker takes over with a newer token.
-    later = await backend.claim_next("w2", ["wf"], TTL, NOW + TTL + 1, 10)
+    later = await backend.claim_next("w2", {"wf": HASH}, TTL, NOW + TTL + 1, 10)
     assert [(c.token, c.instance.record.owner) for c in later] == [(2, "w2")]
 
 
@@ -277,7 +278,7 @@ async def test_claim_next_orders_by_priority_then_wake_at(backend: Backend) -> N
     await create(backend, "mid-late", priority=3, now=NOW + 3)
     await create(backend, "mid-early", priority=3, now=NOW + 1)
 
-    claims = await backend.claim_next("w1", ["wf"], TTL, NOW + 10, 10)
+    claims = await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 10, 10)
 
     assert [c.instance.record.instance_id for c in claims] == [
         "high",
@@ -292,18 +293,26 @@ async def test_claim_next_respects_limit_and_workflow_ids(backend: Backend) -> N
         await create(backend, f"a-{n}", workflow_id="a", now=NOW + n)
     await create(backend, "b-0", workflow_id="b")
 
-    first = await backend.claim_next("w1", ["a"], TTL, NOW + 10, 2)
-    rest = await backend.claim_next("w1", ["a", "c"], TTL, NOW + 10, 5)
+    first = await backend.claim_next("w1", {"a": HASH}, TTL, NOW + 10, 2)
+    rest = await backend.claim_next("w1", {"a": HASH, "c": HASH}, TTL, NOW + 10, 5)
 
     assert [c.instance.record.instance_id for c in first] == ["a-0", "a-1"]
     assert [c.instance.record.instance_id for c in rest] == ["a-2"]
-    assert await backend.claim_next("w1", [], TTL, NOW + 10, 5) == []
-    assert await backend.claim_next("w1", ["b"], TTL, NOW + 10, 0) == []
-    assert await backend.claim_next("w1", ["b"], TTL, NOW + 10, -1) == []
+    assert await backend.claim_next("w1", {}, TTL, NOW + 10, 5) == []
+    assert await backend.claim_next("w1", {"b": HASH}, TTL, NOW + 10, 0) == []
+    assert await backend.claim_next("w1", {"b": HASH}, TTL, NOW + 10, -1) == []
     assert [
         c.instance.record.instance_id
-        for c in await backend.claim_next("w1", ["b"], TTL, NOW + 10, 5)
+        for c in await backend.claim_next("w1", {"b": HASH}, TTL, NOW + 10, 5)
     ] == ["b-0"]
+
+
+async def test_claim_next_leaves_instances_of_other_definitions(backend: Backend) -> None:
+    await create(backend, "old-1")
+
+    assert await backend.claim_next("w1", {"wf": "hash-2"}, TTL, NOW + 10, 5) == []
+    claims = await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 10, 5)
+    assert [c.instance.record.instance_id for c in claims] == ["old-1"]
 
 
 @pytest.mark.parametrize("status", [Status.WAITING, Status.AWAITING_SIGNAL])
@@ -313,8 +322,8 @@ async def test_claim_next_takes_a_parked_instance_at_wake_at(
     token = await claimed(backend)
     await backend.commit("i-1", token, step(status, wake_at=NOW + 100, release=True))
 
-    assert await backend.claim_next("w1", ["wf"], TTL, NOW + 99, 10) == []
-    claims = await backend.claim_next("w1", ["wf"], TTL, NOW + 100, 10)
+    assert await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 99, 10) == []
+    claims = await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 100, 10)
     assert [c.instance.record.status for c in claims] == [status]
 
 
@@ -322,7 +331,7 @@ async def test_claim_next_skips_parked_instances_without_wake_at(backend: Backen
     token = await claimed(backend)
     await backend.commit("i-1", token, step(Status.AWAITING_SIGNAL, wake_at=None, release=True))
 
-    assert await backend.claim_next("w1", ["wf"], TTL, NOW + 10_000, 10) == []
+    assert await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 10_000, 10) == []
 
 
 @pytest.mark.parametrize("status", [Status.PAUSED, Status.COMPLETED, Status.FAILED])
@@ -330,16 +339,33 @@ async def test_claim_next_skips_paused_and_finished_instances(
     backend: Backend, status: Status
 ) -> None:
     token = await claimed(backend)
+    if status is Status.PAUSED:
+        await backend.request_control("i-1", ControlRequest.PAUSE, None, None, NOW + 1)
     await backend.commit("i-1", token, step(status, release=True))
 
-    assert await backend.claim_next("w1", ["wf"], TTL, NOW + 10_000, 10) == []
+    assert await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 10_000, 10) == []
+
+
+async def test_a_pause_settles_only_while_it_is_still_asked_for(backend: Backend) -> None:
+    token = await claimed(backend)
+    await backend.request_control("i-1", ControlRequest.PAUSE, "hold", "ops", NOW + 1)
+    await backend.unpause("i-1", NOW + 2)  # withdrawn while the steps were still running
+
+    await backend.commit("i-1", token, step(Status.PAUSED, release=True))
+
+    record = await backend.get_record("i-1")
+    assert record is not None
+    assert record.status is Status.PENDING
+    assert record.control_request is None
+    claims = await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 10, 10)
+    assert [c.instance.record.instance_id for c in claims] == ["i-1"]
 
 
 async def test_claim_next_skips_a_cancelled_instance(backend: Backend) -> None:
     await create(backend)
     await backend.request_control("i-1", ControlRequest.CANCEL, None, None, NOW)
 
-    assert await backend.claim_next("w1", ["wf"], TTL, NOW + 1, 10) == []
+    assert await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 1, 10) == []
 
 
 async def test_a_control_request_makes_a_parked_instance_claimable(backend: Backend) -> None:
@@ -348,7 +374,7 @@ async def test_a_control_request_makes_a_parked_instance_claimable(backend: Back
     await backend.commit("i-1", token, step(Status.WAITING, wake_at=NOW + 10_000))
     await backend.request_control("i-1", ControlRequest.CANCEL, "stop", "ops", NOW + 2)
 
-    claims = await backend.claim_next("w2", ["wf"], TTL, NOW + TTL + 1, 10)
+    claims = await backend.claim_next("w2", {"wf": HASH}, TTL, NOW + TTL + 1, 10)
 
     assert [c.instance.record.control_request for c in claims] == [ControlRequest.CANCEL]
 
@@ -579,7 +605,7 @@ async def test_unpause_makes_the_instance_runnable_again(backend: Backend) -> No
         None,
     )
     assert await kinds(backend) == ["started", "paused", "unpaused"]
-    claims = await backend.claim_next("w1", ["wf"], TTL, NOW + 3, 10)
+    claims = await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 3, 10)
     assert [c.instance.record.instance_id for c in claims] == ["i-1"]
 
 
@@ -660,14 +686,14 @@ async def test_signal_to_a_finished_or_unknown_instance_raises(backend: Backend)
 async def test_signal_wakes_an_instance_awaiting_signals(backend: Backend) -> None:
     token = await claimed(backend)
     await backend.commit("i-1", token, step(Status.AWAITING_SIGNAL, wake_at=None, release=True))
-    assert await backend.claim_next("w1", ["wf"], TTL, NOW + 5, 10) == []
+    assert await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 5, 10) == []
 
     await backend.send_signal("i-1", "approve", b"yes", NOW + 6)
 
     record = await backend.get_record("i-1")
     assert record is not None
     assert record.wake_at == NOW + 6
-    claims = await backend.claim_next("w1", ["wf"], TTL, NOW + 7, 10)
+    claims = await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 7, 10)
     assert [c.instance.record.instance_id for c in claims] == ["i-1"]
     history = await backend.history("i-1")
     assert (history[-1].kind, history[-1].at, history[-1].detail) == (
@@ -818,7 +844,7 @@ async def test_reset_from_drops_that_step_and_everything_after(
     assert (last.kind, last.step_key) == ("retried_from", task_id)
     assert last.detail == {"dropped": _WRITTEN[len(kept) :]}
     # The instance runs again, and new checkpoints follow the kept ones in order.
-    claims = await backend.claim_next("w1", ["wf"], TTL, NOW + 51, 1)
+    claims = await backend.claim_next("w1", {"wf": HASH}, TTL, NOW + 51, 1)
     assert len(claims) == 1
     await backend.commit("i-1", claims[0].token, step(checkpoints=[("again", b"")]))
     reloaded = await backend.load("i-1")

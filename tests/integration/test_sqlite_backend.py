@@ -25,12 +25,13 @@ from sayiir_core.errors import BackendError, LeaseLostError
 from sayiir_core.status import Status
 
 NOW = 1_000.0
+HASH = "hash-1"
 TTL = 30.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def new(instance_id: str = "i-1", *, now: float = NOW) -> NewInstance:
-    return NewInstance(instance_id, "wf", "hash-1", b"{}", Status.PENDING, now)
+    return NewInstance(instance_id, "wf", HASH, b"{}", Status.PENDING, now)
 
 
 def step(
@@ -94,7 +95,7 @@ async def test_two_backend_objects_share_the_file_and_fencing(tmp_path: Path) ->
 
         assert await a.get_checkpoint("i-1", "x") == b"from b"
         assert not await a.renew("i-1", stale.token, TTL, NOW + 2)
-        assert await a.claim_next("worker-a", ["wf"], TTL, NOW + 2, 10) == []
+        assert await a.claim_next("worker-a", {"wf": HASH}, TTL, NOW + 2, 10) == []
     finally:
         await a.close()
         await b.close()
@@ -111,7 +112,7 @@ _CHILD = textwrap.dedent(
         await backend.open()
         print("ready", flush=True)
         done = []
-        while claims := await backend.claim_next("child", ["wf"], 60.0, 2000.0, 1):
+        while claims := await backend.claim_next("child", {"wf": "hash-1"}, 60.0, 2000.0, 1):
             for claim in claims:
                 instance_id = claim.instance.record.instance_id
                 write = StepWrite(Status.COMPLETED, {}, 2000.0, checkpoints=[("work", b"child")])
@@ -145,7 +146,7 @@ async def test_a_second_process_works_the_same_file_concurrently(tmp_path: Path)
     assert await asyncio.wait_for(child.stdout.readline(), 60) == b"ready\n"
 
     mine = []
-    while claims := await backend.claim_next("parent", ["wf"], 60.0, 2000.0, 1):
+    while claims := await backend.claim_next("parent", {"wf": HASH}, 60.0, 2000.0, 1):
         for claim in claims:
             instance_id = claim.instance.record.instance_id
             await backend.commit(
@@ -224,7 +225,7 @@ def test_one_backend_object_serves_several_threads_and_loops(tmp_path: Path) -> 
     errors: list[BaseException] = []
 
     async def work(mine: list[str]) -> None:
-        while claims := await backend.claim_next("t", ["wf"], TTL, NOW, 1):
+        while claims := await backend.claim_next("t", {"wf": HASH}, TTL, NOW, 1):
             instance_id = claims[0].instance.record.instance_id
             await backend.commit(instance_id, claims[0].token, step(Status.COMPLETED))
             mine.append(instance_id)

@@ -1,0 +1,1 @@
+"""Behaviour tests of the runtime and the public faces (sync, clients, workers)."""
