@@ -12,7 +12,12 @@ from sayiir_core.backends.base import Backend, ConflictPolicy
 from sayiir_core.backends.memory import InMemoryBackend
 from sayiir_core.errors import WorkflowError
 from sayiir_core.runtime.convert import error_for
-from sayiir_core.runtime.engine import Engine, EventListener, run_in_memory
+from sayiir_core.runtime.engine import (
+    Engine,
+    EventListener,
+    in_memory_instance_id,
+    run_in_memory,
+)
 from sayiir_core.runtime.executor import LocalExecutor
 from sayiir_core.runtime.loop_thread import run_sync
 from sayiir_core.status import Status, WorkflowStatus
@@ -64,9 +69,10 @@ def run_workflow(
         assert run_workflow(Flow("double").then(lambda x: x * 2).build(), 21) == 42
     """
     if instance_id is None:
-        snapshot = run_sync(run_in_memory(workflow, input_data, _executor()))
+        run_id = in_memory_instance_id(workflow)
+        snapshot = run_sync(run_in_memory(workflow, input_data, _executor(), run_id))
         if snapshot.error is not None:
-            raise error_for(snapshot.error, workflow.workflow_id)
+            raise error_for(snapshot.error, run_id)
         return snapshot.output
     status = run_durable_workflow(
         workflow, instance_id, input_data, backend=backend, conflict_policy=conflict_policy

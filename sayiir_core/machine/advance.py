@@ -275,7 +275,17 @@ class _Walker:
         if not isinstance(key_outcome, _Done):
             return key_outcome
         key = key_outcome.value
-        branch = node.branch_for(key) if isinstance(key, str) else None
+        if not isinstance(key, str):
+            return _Failed(
+                ErrorInfo(
+                    "TypeError",
+                    f"route {node.node_id!r}: the key function must return a str, "
+                    f"got {type(key).__name__} {key!r}",
+                    node.key_fn.task_id,
+                    kind="workflow",
+                )
+            )
+        branch = node.branch_for(key)
         if branch is None:
             return _Failed(
                 ErrorInfo(

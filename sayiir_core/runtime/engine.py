@@ -368,13 +368,20 @@ class Engine:
         )
 
 
+def in_memory_instance_id(workflow: Workflow) -> str:
+    """A fresh id per in-memory run, so idempotency keys differ between runs."""
+    return f"{workflow.workflow_id}-{uuid.uuid4().hex[:12]}"
+
+
 async def run_in_memory(
-    workflow: Workflow, input_value: Any, executor: Executor, codec: Codec = DEFAULT_CODEC
+    workflow: Workflow,
+    input_value: Any,
+    executor: Executor,
+    instance_id: str,
+    codec: Codec = DEFAULT_CODEC,
 ) -> Snapshot:
     """Run without any persistence (``run_workflow`` without an instance id)."""
     snapshot = start(codec.decode(encode_or_raise(codec, input_value, "workflow input")))
-    # Each run gets its own id, so idempotency keys differ between runs.
-    instance_id = f"{workflow.workflow_id}-{uuid.uuid4().hex[:12]}"
     runner = InstanceRunner(
         workflow,
         instance_id,

@@ -115,12 +115,17 @@ class LocalExecutor:
                 dict(request.workflow_metadata) if request.workflow_metadata is not None else None
             ),
         )
+        timeout = node.metadata.timeout_secs
+        is_async = _is_async(node.fn)
         try:
-            async with asyncio.timeout(node.metadata.timeout_secs) as deadline:
-                if _is_async(node.fn):
+            # A sync task's clock starts when a pool thread picks it up, not while it
+            # queues behind other tasks for a thread.
+            async with asyncio.timeout(timeout if is_async else None) as deadline:
+                if is_async:
                     return await _run_async(node.fn, argument, context)
                 loop = asyncio.get_running_loop()
-                run = functools.partial(_run_sync, node.fn, argument, context)
+                start_clock = _deadline_starter(loop, deadline, timeout)
+                run = functools.partial(_run_sync, node.fn, argument, context, start_clock)
                 result = await loop.run_in_executor(self._pool, run)
                 if inspect.isawaitable(result):  # a sync callable that returned a coroutine
                     result = await result
@@ -174,7 +179,26 @@ async def _run_async(fn: Callable[..., Any], argument: Any, context: TaskExecuti
     return await fn(argument)
 
 
-def _run_sync(fn: Callable[..., Any], argument: Any, context: TaskExecutionContext) -> Any:
+def _deadline_starter(
+    loop: asyncio.AbstractEventLoop, deadline: asyncio.Timeout, timeout: float | None
+) -> Callable[[], None]:
+    """Called on the pool thread as the task starts: arms the timeout from now."""
+
+    def arm() -> None:
+        if timeout is not None:
+            loop.call_soon_threadsafe(lambda: deadline.reschedule(loop.time() + timeout))
+
+    return arm
+
+
+def _run_sync(
+    fn: Callable[..., Any],
+    argument: Any,
+    context: TaskExecutionContext,
+    on_start: Callable[[], None],
+) -> Any:
+    on_start()
+
     def call() -> Any:
         set_task_context(context)
         return fn(argument)

@@ -213,11 +213,6 @@ def test_resume_of_an_unknown_instance_is_not_found(durable_backend: Backend) ->
         resume_workflow(wf, "ghost", durable_backend)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: InstanceRunner._wait_or_park sleeps through a whole in-process retry "
-    "back-off without looking for cancel/pause requests",
-)
 def test_cancel_during_an_in_process_retry_back_off_is_prompt() -> None:
     # The runner's waiting is the same on every backend: one is enough (the test is slow).
     backend = InMemoryBackend()
@@ -253,51 +248,48 @@ def test_cancel_during_an_in_process_retry_back_off_is_prompt() -> None:
     assert waited < 2.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an unpause that lands while a pause is settling (steps still running) is "
-    "overwritten by the runner's final PAUSED write",
-)
 def test_unpause_while_the_pause_is_settling_is_not_lost(durable_backend: Backend) -> None:
-    started = threading.Event()
-    release = threading.Event()
+    release = {"quick": threading.Event(), "slow": threading.Event()}
+    entered = {"quick": threading.Event(), "slow": threading.Event()}
     calls = Calls()
 
-    def first(x: int) -> int:
-        started.set()
-        assert release.wait(10)
-        return x + 1
+    def quick(x: int) -> int:
+        entered["quick"].set()
+        assert release["quick"].wait(10)
+        return x
 
-    def second(x: int) -> int:
-        calls.add("second")
-        return x * 10
+    def slow(x: int) -> int:
+        entered["slow"].set()
+        assert release["slow"].wait(10)
+        return x
 
-    wf = Flow("settling").then(first).then(second).build()
+    def after(joined: dict[str, int]) -> int:
+        calls.add("after")
+        return joined["quick"] + joined["slow"]
+
+    wf = Flow("settling").fork().branch(quick).branch(slow).join(after).build()
     client = WorkflowClient(durable_backend)
     pool, run = in_background(run_durable_workflow, wf, "st-1", 1, backend=durable_backend)
     try:
-        assert started.wait(5)
+        assert entered["quick"].wait(5)
+        assert entered["slow"].wait(5)
         pause_workflow("st-1", durable_backend)
-        # The runner marks the instance paused while "first" still runs ...
-        wait_until(lambda: client.status("st-1").is_paused(), what="the pause to be seen")
-        # ... and the operator changes their mind before "first" returns.
+        # "quick" checkpoints: the runner learns of the pause there, while "slow" runs on.
+        release["quick"].set()
+        wait_until(lambda: client.get_task_result("st-1", "quick") == 1, what="quick")
+        # The operator changes their mind before "slow" returns.
         unpause_workflow("st-1", durable_backend)
-        assert not client.status("st-1").is_paused()
-        release.set()
+        release["slow"].set()
         run.result(timeout=10)
     finally:
-        release.set()
+        for event in release.values():
+            event.set()
         pool.shutdown(wait=False)
     assert not client.status("st-1").is_paused(), "the unpause was lost"
-    assert resume_workflow(wf, "st-1", durable_backend).output == 20
-    assert calls.items == ["second"]
+    assert resume_workflow(wf, "st-1", durable_backend).output == 2
+    assert calls.items == ["after"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resume(allow_definition_change=True) keeps the old definition_hash, so "
-    "the next resume, and every Worker, still refuse the migrated instance",
-)
 def test_an_accepted_definition_change_sticks(durable_backend: Backend) -> None:
     def first(x: int) -> int:
         return x + 1

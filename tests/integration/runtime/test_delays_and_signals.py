@@ -236,10 +236,6 @@ def test_in_memory_run_cannot_wait_for_a_signal() -> None:
     assert "run_durable_workflow" in str(raised.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: status_from never fills WorkflowStatus.signal_name / signal_id",
-)
 def test_awaiting_signal_status_names_the_signal(durable_backend: Backend) -> None:
     wf = Flow("named").then(prepare).wait_for_signal("approved", name="approval").build()
     status = run_durable_workflow(wf, "named-1", 1, backend=durable_backend)

@@ -228,3 +228,44 @@ def test_terminate_existing_fences_out_the_replaced_run(durable_backend: Backend
             event.set()
         pool.shutdown(wait=True)
     assert WorkflowClient(durable_backend).get_task_result("r-1", "step") == 200
+
+
+def test_a_zombie_workers_late_completion_is_refused(
+    durable_backend: Backend, handles: list[WorkerHandle]
+) -> None:
+    """Worker A's loop freezes past its lease; B takes over; A's late result is dropped."""
+    calls = Calls()
+    frozen = threading.Event()
+    thawed = threading.Event()
+
+    async def charge(x: int) -> int:
+        calls.add(x)
+        if len(calls.items) == 1:
+            frozen.set()
+            # Blocks A's event loop on purpose: no heartbeat, so the lease runs out.
+            time.sleep(1.0)  # noqa: ASYNC251
+            thawed.set()
+            return -1
+        return x * 100
+
+    wf = Flow("zombie").then(charge).build()
+    client = WorkflowClient(durable_backend)
+    client.submit(wf, "z-1", 1)
+    zombie = Worker("a", durable_backend, poll_interval=0.02, claim_ttl=0.3).start([wf])
+    handles.append(zombie)
+    assert frozen.wait(5)
+    handles.append(Worker("b", durable_backend, poll_interval=0.02, claim_ttl=0.3).start([wf]))
+    wait_until(lambda: client.status("z-1").is_finished(), what="worker b to finish")
+    # A wakes up and tries to write its stale result; stopping A waits for that attempt.
+    assert thawed.wait(5)
+    zombie.shutdown()
+    zombie.join(10)
+    assert not zombie.is_alive()
+
+    assert client.status("z-1").output == 100
+    assert client.get_task_result("z-1", "charge") == 100
+    completed = [
+        (e.step_key, e.worker_id) for e in client.history("z-1") if e.kind == "task_completed"
+    ]
+    assert completed == [("charge", "b")]
+    assert calls.items == [1, 1]

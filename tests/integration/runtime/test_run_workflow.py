@@ -374,11 +374,6 @@ def test_on_event_reports_each_durable_event(durable_backend: Backend) -> None:
     assert [(kind, key) for _, kind, key in seen] == stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LocalExecutor._classify treats any TimeoutError raised by the task itself "
-    "as the task's own timeout",
-)
 def test_a_timeout_error_raised_by_the_task_is_an_ordinary_task_error() -> None:
     calls = Calls()
 

@@ -6,11 +6,14 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
+
 from sayiir_core import (
     Backend,
     Flow,
     LoopResult,
     RetryPolicy,
+    TaskError,
     TaskExecutionContext,
     get_task_context,
     run_durable_workflow,
@@ -189,3 +192,16 @@ def test_separate_in_memory_runs_get_different_idempotency_keys() -> None:
     run_workflow(wf, {"order": 1})
     run_workflow(wf, {"order": 2})
     assert keys[0] != keys[1]
+
+
+def test_an_in_memory_failure_names_the_runs_instance_id() -> None:
+    seen: list[str] = []
+
+    def charge(order: dict[str, Any]) -> dict[str, Any]:
+        seen.append(current().instance_id)
+        raise ValueError("card declined")
+
+    with pytest.raises(TaskError) as raised:
+        run_workflow(Flow("charge").then(charge).build(), {"order": 1})
+    assert raised.value.instance_id == seen[0]
+    assert repr(seen[0]) in str(raised.value)
