@@ -181,7 +181,7 @@ class InstanceRunner:
             status=after.status if after.status is not Status.PAUSED or settled else Status.RUNNING,
             control=self._control_state(),
             now=now,
-            checkpoints=self._new_checkpoints(before, after, outcome),
+            checkpoints=self._new_checkpoints(before, after, key, outcome),
             output=self._codec.encode(after.output) if after.status is Status.COMPLETED else None,
             error=after.error,
             wake_at=self._wake_at(),
@@ -207,13 +207,17 @@ class InstanceRunner:
             self._events.appendleft(PauseRequested())
 
     def _new_checkpoints(
-        self, before: Snapshot, after: Snapshot, outcome: TaskOutcome | None
+        self, before: Snapshot, after: Snapshot, event_key: str | None, outcome: TaskOutcome | None
     ) -> list[tuple[str, bytes]]:
+        """The results this transition added (a step, a signal, delays that came due).
+
+        Results only ever grow by appending, so the new ones are the tail.
+        """
         if len(after.results) == len(before.results):
             return []
         checkpoints = []
         for key in list(after.results)[len(before.results) :]:
-            if isinstance(outcome, TaskSucceeded):
+            if key == event_key and isinstance(outcome, TaskSucceeded):
                 checkpoints.append((key, outcome.encoded))
             elif key in self._signal_payloads:
                 checkpoints.append((key, self._signal_payloads.pop(key)))

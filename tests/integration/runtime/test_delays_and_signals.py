@@ -38,6 +38,19 @@ def finish(x: Any) -> dict[str, Any]:
 # -- delays ------------------------------------------------------------------------------
 
 
+def test_a_delay_due_at_once_checkpoints_itself_not_the_step_before(
+    durable_backend: Backend,
+) -> None:
+    wf = Flow("instant").then(prepare).delay("pause", 0).then(finish).build()
+
+    status = run_durable_workflow(wf, "instant-1", 1, backend=durable_backend)
+
+    client = WorkflowClient(durable_backend)
+    assert status.output == {"finished": 2}
+    assert client.get_task_result("instant-1", "prepare") == 2
+    assert client.get_task_result("instant-1", "pause") is None
+
+
 def delayed_workflow(calls: Calls, seconds: float) -> Workflow:
     def before(x: int) -> int:
         calls.add("before")
