@@ -14,6 +14,8 @@ The public API matches the Sayiir 1.0 Python package (``import sayiir``), so swi
 is a change of import.
 """
 
+import typing as _typing
+
 from sayiir_core.backends.base import Backend, ConflictPolicy, HistoryEvent
 from sayiir_core.backends.memory import InMemoryBackend
 from sayiir_core.backends.sqlite import SqliteBackend
@@ -59,7 +61,22 @@ from sayiir_core.workflow import (
     task,
 )
 
+if _typing.TYPE_CHECKING:
+    from sayiir_core.backends.postgres import PostgresBackend
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # PostgresBackend needs asyncpg (the "postgres" extra): import it on first use only.
+    if name == "PostgresBackend":
+        from sayiir_core.backends.url import load_postgres_backend
+
+        backend_class = load_postgres_backend()
+        globals()[name] = backend_class
+        return backend_class
+    raise AttributeError(f"module 'sayiir_core' has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncWorkflowClient",
@@ -82,6 +99,7 @@ __all__ = [
     "LoopResult",
     "NodeInfo",
     "OnMax",
+    "PostgresBackend",
     "RetryPolicy",
     "SerializationError",
     "SignalTimeoutError",

@@ -7,38 +7,19 @@ column lists live in one place. Statements are constant strings with parameters,
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sayiir_core.backends._rows import (
+    RECORD_COLUMNS,
+    error_json,
+    to_json,
+)
 from sayiir_core.backends.base import ControlRequest, HistoryEvent, InstanceRecord, StepWrite
 from sayiir_core.backends.rules import committed_record
-from sayiir_core.errors import BackendError
-from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status
 
-RECORD_COLUMNS = (
-    "instance_id",
-    "workflow_id",
-    "definition_hash",
-    "status",
-    "input",
-    "created_at",
-    "updated_at",
-    "output",
-    "error",
-    "control",
-    "wake_at",
-    "reason",
-    "cancelled_by",
-    "paused_by",
-    "control_request",
-    "owner",
-    "claim_token",
-    "lease_until",
-    "priority",
-)
 _SELECT_LIST = ", ".join(RECORD_COLUMNS)
 # Everything but the identity and the write-once columns.
 _MUTABLE = [c for c in RECORD_COLUMNS if c not in ("instance_id", "input", "created_at")]
@@ -181,42 +162,6 @@ def list_query(*, by_status: bool, by_workflow: bool, after: bool) -> str:
     )
 
 
-def record_from_row(row: Sequence[Any]) -> InstanceRecord:
-    values = dict(zip(RECORD_COLUMNS, row, strict=True))
-    try:
-        return _record(values)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BackendError(
-            f"corrupt row for workflow instance {values['instance_id']!r}: {exc!r}"
-        ) from exc
-
-
-def _record(values: Mapping[str, Any]) -> InstanceRecord:
-    error = values["error"]
-    request = values["control_request"]
-    return InstanceRecord(
-        instance_id=values["instance_id"],
-        workflow_id=values["workflow_id"],
-        definition_hash=values["definition_hash"],
-        status=Status(values["status"]),
-        input=values["input"],
-        created_at=values["created_at"],
-        updated_at=values["updated_at"],
-        output=values["output"],
-        error=ErrorInfo.from_dict(json.loads(error)) if error is not None else None,
-        control=json.loads(values["control"]),
-        wake_at=values["wake_at"],
-        reason=values["reason"],
-        cancelled_by=values["cancelled_by"],
-        paused_by=values["paused_by"],
-        control_request=ControlRequest(request) if request is not None else None,
-        owner=values["owner"],
-        claim_token=values["claim_token"],
-        lease_until=values["lease_until"],
-        priority=values["priority"],
-    )
-
-
 def record_params(record: InstanceRecord) -> dict[str, Any]:
     return {
         "instance_id": record.instance_id,
@@ -227,7 +172,7 @@ def record_params(record: InstanceRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "output": record.output,
-        "error": _error_json(record.error),
+        "error": error_json(record.error),
         "control": to_json(record.control, "control state"),
         "wake_at": record.wake_at,
         "reason": record.reason,
@@ -265,7 +210,7 @@ def commit_params(instance_id: str, token: int, write: StepWrite) -> dict[str, A
         "status": after.status.value,
         "control": to_json(after.control, "control state"),
         "output": after.output,
-        "error": _error_json(after.error),
+        "error": error_json(after.error),
         "wake_at": after.wake_at,
         "updated_at": after.updated_at,
         "clear_request": after.control_request is None,
@@ -288,37 +233,6 @@ def event_params(instance_id: str, event: HistoryEvent) -> tuple[Any, ...]:
         event.worker_id,
         detail,
     )
-
-
-def event_from_row(row: Sequence[Any]) -> HistoryEvent:
-    kind, at, step_key, attempt, worker_id, detail, seq = row
-    return HistoryEvent(
-        kind=kind,
-        at=at,
-        step_key=step_key,
-        attempt=attempt,
-        worker_id=worker_id,
-        detail=json.loads(detail) if detail is not None else None,
-        seq=seq,
-    )
-
-
-def to_json(value: Mapping[str, Any], what: str) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"), default=_plain_mapping)
-    except (TypeError, ValueError) as exc:
-        raise BackendError(f"cannot store {what} as JSON: {exc}") from exc
-
-
-def _plain_mapping(value: object) -> dict[Any, Any]:
-    # Records hold read-only mappings (MappingProxyType) that json cannot encode as such.
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _error_json(error: ErrorInfo | None) -> str | None:
-    return None if error is None else to_json(error.to_dict(), "error")
 
 
 def rollback(conn: sqlite3.Connection, cause: BaseException) -> None:

@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from sayiir_core.backends import _sqlite_sql as sql
+from sayiir_core.backends._rows import event_from_row, record_from_row
 from sayiir_core.backends._sqlite_schema import migrate
 from sayiir_core.backends.base import (
     BufferedSignal,
@@ -134,7 +135,7 @@ class SqliteBackend:
                 record, started = new_record(new)
                 events = [started]
             else:
-                existing = sql.record_from_row(row)
+                existing = record_from_row(row)
                 if policy is ConflictPolicy.USE_EXISTING:
                     return existing, False
                 if policy is ConflictPolicy.FAIL:
@@ -161,12 +162,12 @@ class SqliteBackend:
             if row is None:
                 return None
             checkpoints = self._checkpoints(conn, instance_id)
-        return LoadedInstance(sql.record_from_row(row), checkpoints)
+        return LoadedInstance(record_from_row(row), checkpoints)
 
     async def get_record(self, instance_id: str) -> InstanceRecord | None:
         with self._session("get_record") as conn:
             row = conn.execute(sql.SELECT_RECORD, (instance_id,)).fetchone()
-        return sql.record_from_row(row) if row is not None else None
+        return record_from_row(row) if row is not None else None
 
     async def get_checkpoint(self, instance_id: str, key: str) -> bytes | None:
         with self._session("get_checkpoint") as conn:
@@ -179,7 +180,7 @@ class SqliteBackend:
             if not rows:
                 raise missing(instance_id)
             checkpoints = self._checkpoints(conn, instance_id)
-        record = sql.record_from_row(rows[0])
+        record = record_from_row(rows[0])
         return Claim(LoadedInstance(record, checkpoints), record.claim_token)
 
     async def claim_next(
@@ -195,7 +196,7 @@ class SqliteBackend:
             if not conn.execute(query, {**params, "limit": 1}).fetchall():
                 return []
         with self._write("claim_next") as conn:
-            candidates = [sql.record_from_row(row) for row in conn.execute(query, params)]
+            candidates = [record_from_row(row) for row in conn.execute(query, params)]
             taken = [
                 dataclasses.replace(
                     record, owner=owner, claim_token=record.claim_token + 1, lease_until=now + ttl
@@ -317,7 +318,7 @@ class SqliteBackend:
             rows = conn.execute(query, params).fetchall()
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1][0]) if len(rows) > limit else None
-        return InstancePage([sql.record_from_row(row[1:]) for row in page], next_cursor)
+        return InstancePage([record_from_row(row[1:]) for row in page], next_cursor)
 
     async def history(self, instance_id: str) -> list[HistoryEvent]:
         with self._session("history", "BEGIN") as conn:
@@ -325,7 +326,7 @@ class SqliteBackend:
             # Every instance has a "started" event, so no rows usually means no instance.
             if not rows and conn.execute(sql.INSTANCE_EXISTS, (instance_id,)).fetchone() is None:
                 raise missing(instance_id)
-        return [sql.event_from_row(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     async def reset_from(self, instance_id: str, task_id: str, now: float) -> InstanceRecord:
         with self._write("retry_from") as conn:
@@ -426,7 +427,7 @@ class SqliteBackend:
         row = conn.execute(sql.SELECT_RECORD, (instance_id,)).fetchone()
         if row is None:
             raise missing(instance_id)
-        return sql.record_from_row(row)
+        return record_from_row(row)
 
     @staticmethod
     def _checkpoints(conn: sqlite3.Connection, instance_id: str) -> dict[str, bytes]:

@@ -123,17 +123,18 @@ def _sqlite_options(url: str, query: str) -> _SqliteOptions:
     return options
 
 
-def _postgres(url: str) -> Backend:
-    # Imported on use: asyncpg is an optional extra, and SQLite users never need it.
+def load_postgres_backend() -> type[Backend]:
+    """The ``PostgresBackend`` class, imported on use: asyncpg is an optional extra."""
     try:
         module = importlib.import_module("sayiir_core.backends.postgres")
     except ImportError as exc:
-        if exc.name == "sayiir_core.backends.postgres":
-            reason = "this version of sayiir_core has no PostgreSQL backend"
-        else:
-            reason = f"{exc}; install the 'postgres' extra: pip install 'sayiir-py[postgres]'"
+        reason = f"{exc}; install the 'postgres' extra: pip install 'sayiir-py[postgres]'"
         raise BackendError(f"PostgreSQL support is not available: {reason}") from exc
-    return cast("Backend", module.PostgresBackend(url))
+    return cast("type[Backend]", module.PostgresBackend)
+
+
+def _postgres(url: str) -> Backend:
+    return load_postgres_backend()(url)  # type: ignore[call-arg]
 
 
 def _supported() -> str:

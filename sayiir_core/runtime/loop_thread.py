@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -32,6 +33,10 @@ class LoopThread:
                 self._start()
             assert self._loop is not None
             return self._loop
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coroutine`` on the loop; returns at once."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         loop = self.loop
@@ -80,3 +85,13 @@ atexit.register(_default.stop)
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run ``coroutine`` on the process's sayiir loop thread and return its result."""
     return _default.run(coroutine)
+
+
+def submit(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coroutine`` on the process's sayiir loop thread; returns at once."""
+    return _default.submit(coroutine)
+
+
+def loop_of_sync_api() -> asyncio.AbstractEventLoop:
+    """The event loop behind the sync API (started on first use)."""
+    return _default.loop

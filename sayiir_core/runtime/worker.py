@@ -9,6 +9,8 @@ the others once the lease (``claim_ttl``) expires.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -20,6 +22,7 @@ from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import LeaseLostError
 from sayiir_core.runtime.engine import Engine, EventListener, check_definition
 from sayiir_core.runtime.executor import Executor, LocalExecutor
+from sayiir_core.runtime.loop_thread import loop_of_sync_api, submit
 from sayiir_core.runtime.runner import ParkPolicy
 from sayiir_core.workflow.workflow import Workflow
 
@@ -66,7 +69,7 @@ class Worker:
         return f"Worker({self.worker_id!r}, concurrency={self.concurrency})"
 
     def start(self, workflows: Iterable[Workflow]) -> WorkerHandle:
-        """Run the worker on a background thread with its own event loop."""
+        """Run the worker in the background, on the loop thread behind the sync API."""
         handle = WorkerHandle(self, list(workflows))
         handle._start()
         return handle
@@ -177,45 +180,46 @@ class Worker:
 
 
 class WorkerHandle:
-    """A worker running on its own thread: ``shutdown()`` then ``join()``."""
+    """A worker running on the process's sayiir loop thread: ``shutdown()`` then ``join()``.
+
+    It shares that loop with the sync API (``WorkflowClient``, ``run_durable_workflow``),
+    so one backend object, whose connection pool belongs to one loop, serves both.
+    """
 
     def __init__(self, worker: Worker, workflows: list[Workflow]) -> None:
         self._worker = worker
         self._workflows = workflows
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._serve, name=f"sayiir-worker-{worker.worker_id}", daemon=True
-        )
+        self._started = threading.Event()
+        self._future: concurrent.futures.Future[None] | None = None
         self.error: BaseException | None = None
 
     def _start(self) -> None:
-        self._thread.start()
-        self._ready.wait()
+        self._future = submit(self._serve())
+        self._started.wait()
 
-    def _serve(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self._ready.set()
-            await self._worker.run(self._workflows, stop=self._stop)
-
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        self._started.set()
         try:
-            asyncio.run(main())
+            await self._worker.run(self._workflows, stop=self._stop)
         except BaseException as error:
             self.error = error
             logger.exception("worker %s crashed", self._worker.worker_id)
-        finally:
-            self._ready.set()
+            raise
 
     def shutdown(self) -> None:
         """Ask the worker to stop; running steps finish and their claims are released."""
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
+        stop = self._stop
+        if stop is not None:
+            loop_of_sync_api().call_soon_threadsafe(stop.set)
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        """Wait until the worker has stopped (or ``timeout`` seconds passed)."""
+        if self._future is None:
+            return
+        with contextlib.suppress(concurrent.futures.TimeoutError, Exception):
+            self._future.result(timeout)
 
     def is_alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._future is not None and not self._future.done()

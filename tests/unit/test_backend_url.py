@@ -88,19 +88,20 @@ def test_postgres_without_its_backend_is_a_clear_error(
     assert "hunter2" not in str(caught.value)
 
 
-def test_postgres_url_builds_the_postgres_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    class FakePostgresBackend:
-        def __init__(self, url: str) -> None:
-            self.url = url
+def test_postgres_url_builds_the_postgres_backend() -> None:
+    from sayiir_core.backends.postgres import PostgresBackend
 
-    module = types.ModuleType("sayiir_core.backends.postgres")
-    module.PostgresBackend = FakePostgresBackend  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "sayiir_core.backends.postgres", module)
+    backend = backend_from_url("postgresql://app:secret@db/flows")  # nothing connects yet
 
-    backend = backend_from_url("postgresql://app:secret@db/flows")
+    assert isinstance(backend, PostgresBackend)
+    assert "secret" not in repr(backend)
 
-    assert isinstance(backend, FakePostgresBackend)
-    assert backend.url == "postgresql://app:secret@db/flows"
+
+def test_postgres_backend_is_exported_lazily() -> None:
+    import sayiir_core
+    from sayiir_core.backends.postgres import PostgresBackend
+
+    assert sayiir_core.PostgresBackend is PostgresBackend
 
 
 def test_a_missing_driver_points_to_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,39 +1,74 @@
-"""Backends for the runtime tests: every durable test runs on memory and on SQLite."""
+"""Backends for the runtime tests: every durable test runs on memory, SQLite and PostgreSQL.
+
+PostgreSQL runs use a schema of their own in the run's test database (see
+``tests/postgres_service.py``). Its connection pool belongs to the event loop that opened
+it, so PostgreSQL joins the tests driven through the sync API (one loop thread per
+process); async tests run on memory and SQLite, and the async contract suite covers the
+PostgreSQL backend itself.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from postgres_service import postgres_database, postgres_schema
 
 from sayiir_core import Backend, InMemoryBackend, SqliteBackend
 from sayiir_core.runtime.loop_thread import run_sync
 
+__all__ = ["postgres_database", "postgres_schema"]
+
 BackendFactory = Callable[[], Backend]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    runtime_dir = Path(__file__).parent
+    keep, drop = [], []
+    for item in items:
+        function = getattr(item, "function", None)
+        on_postgres = "[postgres" in item.nodeid or "-postgres" in item.nodeid
+        is_async = function is not None and inspect.iscoroutinefunction(function)
+        in_here = runtime_dir in Path(str(item.fspath)).parents
+        (drop if on_postgres and is_async and in_here else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture
-def open_backend(backend_kind: str, tmp_path: Path) -> Iterator[BackendFactory]:
+def open_backend(
+    backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[BackendFactory]:
     """Each call returns a new backend object on the same storage.
 
-    For SQLite that is a new connection to the same file in ``tmp_path``, as a
-    restarted process would have. ``InMemoryBackend`` has no storage beyond the
-    object, so every call returns the same one.
+    For SQLite and PostgreSQL that is a new connection to the same file or schema, as a
+    restarted process would have. ``InMemoryBackend`` has no storage beyond the object,
+    so every call returns the same one.
     """
     opened: list[Backend] = []
     memory = InMemoryBackend()
+    postgres = request.getfixturevalue("postgres_schema") if backend_kind == "postgres" else None
 
     def factory() -> Backend:
         if backend_kind == "memory":
             return memory
-        backend = SqliteBackend(tmp_path / "sayiir.db")
+        backend: Backend
+        if postgres is not None:
+            from sayiir_core.backends.postgres import PostgresBackend
+
+            url, schema = postgres
+            backend = PostgresBackend(url, schema=schema, max_size=4)
+        else:
+            backend = SqliteBackend(tmp_path / "sayiir.db")
         opened.append(backend)
         return backend
 
@@ -44,5 +79,5 @@ def open_backend(backend_kind: str, tmp_path: Path) -> Iterator[BackendFactory]:
 
 @pytest.fixture
 def durable_backend(open_backend: BackendFactory) -> Backend:
-    """A durable backend: ``InMemoryBackend`` or ``SqliteBackend`` in ``tmp_path``."""
+    """A durable backend: in memory, SQLite in ``tmp_path`` or a PostgreSQL schema."""
     return open_backend()

@@ -1,0 +1,159 @@
+"""``WorkListener``: LISTEN on one channel so idle workers wake when work appears.
+
+Writers that make work runnable (a submit, a signal to a waiting instance, an unpause,
+a retry, a released claim) call ``pg_notify`` in the same statement or transaction;
+PostgreSQL delivers the notification when that commits, to every listening session,
+in every process. The listening connection is a dedicated one, not from the pool: a
+pooled connection is reset and shared, and LISTEN belongs to one session.
+
+Losing the connection is not fatal: waiters fall back to sleeping out their timeout
+(workers still poll) and the connection is re-made lazily, at most every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any
+
+import asyncpg
+
+from sayiir_core.backends._postgres_session import abandon
+
+logger = logging.getLogger("sayiir.postgres")
+
+_RECONNECT_AFTER = 5.0
+
+
+class WorkListener:
+    """Broadcasts notifications on ``channel`` to every current ``wait``."""
+
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], channel: str) -> None:
+        self._connect = connect
+        self._channel = channel
+        self._conn: asyncpg.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: asyncio.Task[asyncpg.Connection] | None = None
+        self._retry_at = 0.0
+        self._waiters: set[asyncio.Future[None]] = set()
+        # A notification that arrives while nobody waits is kept (as generation !=
+        # seen) so the next wait returns at once instead of missing it.
+        self._generation = 0
+        self._seen = 0
+
+    @property
+    def listening(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def wait(self, max_wait: float) -> None:
+        """Return on a notification, when (re)connected, or after ``max_wait`` seconds."""
+        if max_wait <= 0:
+            return
+        if self._loop is not asyncio.get_running_loop():
+            self._forget()  # left over from a loop that is gone (see Session.open)
+            self._loop = asyncio.get_running_loop()
+        if self._generation != self._seen:
+            self._seen = self._generation
+            return
+        if not self.listening:
+            deadline = time.monotonic() + max_wait
+            if await self._reconnect(max_wait):
+                # Work may have appeared while nobody listened: let the caller look now.
+                return
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            async with asyncio.timeout(max_wait):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(waiter)
+        self._seen = self._generation
+
+    async def close(self) -> None:
+        if self._loop is not asyncio.get_running_loop():
+            self._forget()
+            return
+        connecting, conn = self._connecting, self._conn
+        self._connecting, self._conn, self._loop = None, None, None
+        connections = {conn} if conn is not None else set()
+        if connecting is not None:
+            connecting.cancel()
+            await asyncio.wait([connecting])  # never raises; the outcome is read below
+            if not connecting.cancelled() and connecting.exception() is None:
+                # A connect that finished after its waiter gave up: close it too.
+                connections.add(connecting.result())
+        for connection in connections:
+            try:
+                await asyncio.wait_for(connection.close(), 5.0)
+            except Exception:
+                connection.terminate()
+        self._wake()
+
+    def _forget(self) -> None:
+        connecting, conn = self._connecting, self._conn
+        self._connecting, self._conn, self._loop = None, None, None
+        if connecting is not None:
+            with suppress(RuntimeError):
+                connecting.cancel()
+        if conn is not None:
+            abandon(conn)
+        self._waiters.clear()
+
+    async def _reconnect(self, max_wait: float) -> bool:
+        if time.monotonic() < self._retry_at:
+            return False
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._listen())
+        connecting = self._connecting
+        try:
+            # Shielded: a waiter timing out or being cancelled leaves the connect to finish.
+            self._conn = await asyncio.wait_for(asyncio.shield(connecting), max_wait)
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if connecting.cancelled() and task is not None and not task.cancelling():
+                return False  # close() stopped the connect, nobody cancelled this wait
+            raise
+        except Exception as exc:
+            logger.warning("cannot LISTEN for new work (%s); polling until it works again", exc)
+            self._retry_at = time.monotonic() + _RECONNECT_AFTER
+            return False
+        finally:
+            if connecting.done() and self._connecting is connecting:
+                self._connecting = None
+        return True
+
+    async def _listen(self) -> asyncpg.Connection:
+        conn = await self._connect()
+        try:
+            await conn.add_listener(self._channel, self._on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
+        conn.add_termination_listener(self._on_lost)
+        return conn
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: object) -> None:
+        self._generation += 1
+        self._wake()
+
+    def _on_lost(self, conn: Any) -> None:
+        if conn is self._conn:
+            logger.warning("LISTEN connection lost; polling until it is re-made")
+            self._conn = None
+            # Wake everyone: notifications may have been missed, so look for work now.
+            self._generation += 1
+            self._wake()
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -1,0 +1,105 @@
+"""Row <-> record conversion shared by the SQL backends (SQLite and PostgreSQL).
+
+Both store an instance in the same columns, with JSON text for the control state, the
+error and history details, so one set of converters serves both.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sayiir_core.backends.base import ControlRequest, HistoryEvent, InstanceRecord
+from sayiir_core.errors import BackendError
+from sayiir_core.machine.state import ErrorInfo
+from sayiir_core.status import Status
+
+RECORD_COLUMNS = (
+    "instance_id",
+    "workflow_id",
+    "definition_hash",
+    "status",
+    "input",
+    "created_at",
+    "updated_at",
+    "output",
+    "error",
+    "control",
+    "wake_at",
+    "reason",
+    "cancelled_by",
+    "paused_by",
+    "control_request",
+    "owner",
+    "claim_token",
+    "lease_until",
+    "priority",
+)
+
+
+def record_from_row(row: Sequence[Any]) -> InstanceRecord:
+    values = dict(zip(RECORD_COLUMNS, row, strict=True))
+    try:
+        return _record(values)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackendError(
+            f"corrupt row for workflow instance {values['instance_id']!r}: {exc!r}"
+        ) from exc
+
+
+def _record(values: Mapping[str, Any]) -> InstanceRecord:
+    error = values["error"]
+    request = values["control_request"]
+    return InstanceRecord(
+        instance_id=values["instance_id"],
+        workflow_id=values["workflow_id"],
+        definition_hash=values["definition_hash"],
+        status=Status(values["status"]),
+        input=values["input"],
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
+        output=values["output"],
+        error=ErrorInfo.from_dict(json.loads(error)) if error is not None else None,
+        control=json.loads(values["control"]),
+        wake_at=values["wake_at"],
+        reason=values["reason"],
+        cancelled_by=values["cancelled_by"],
+        paused_by=values["paused_by"],
+        control_request=ControlRequest(request) if request is not None else None,
+        owner=values["owner"],
+        claim_token=values["claim_token"],
+        lease_until=values["lease_until"],
+        priority=values["priority"],
+    )
+
+
+def event_from_row(row: Sequence[Any]) -> HistoryEvent:
+    kind, at, step_key, attempt, worker_id, detail, seq = row
+    return HistoryEvent(
+        kind=kind,
+        at=at,
+        step_key=step_key,
+        attempt=attempt,
+        worker_id=worker_id,
+        detail=json.loads(detail) if detail is not None else None,
+        seq=seq,
+    )
+
+
+def to_json(value: Mapping[str, Any], what: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), default=_plain_mapping)
+    except (TypeError, ValueError) as exc:
+        raise BackendError(f"cannot store {what} as JSON: {exc}") from exc
+
+
+def _plain_mapping(value: object) -> dict[Any, Any]:
+    # Records hold read-only mappings (MappingProxyType) that json cannot encode as such.
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def error_json(error: ErrorInfo | None) -> str | None:
+    return None if error is None else to_json(error.to_dict(), "error")

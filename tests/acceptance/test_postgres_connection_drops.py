@@ -1,0 +1,88 @@
+"""A worker keeps finishing workflows while its database connections are cut again and again.
+
+The worker talks to PostgreSQL through a TCP proxy that the test cuts every few hundred
+milliseconds, as a database restart or a flaky network would. Every workflow must still
+complete with the right output, and every step's checkpoint be written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from postgres_service import WireProxy, postgres_database, postgres_schema
+
+from sayiir_core import AsyncWorkflowClient, Flow, Worker
+from sayiir_core.backends.postgres import PostgresBackend
+
+__all__ = ["postgres_database", "postgres_schema"]
+
+pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
+
+WORKFLOWS = 40
+STEPS = 6
+
+
+def _add_one(x: int) -> int:
+    return x + 1
+
+
+async def _pause_then_add_one(x: int) -> int:
+    await asyncio.sleep(0.05)
+    return x + 1
+
+
+def _chain() -> Flow:
+    flow = Flow("drops")
+    for n in range(STEPS):
+        flow = flow.then(_add_one if n % 2 else _pause_then_add_one, name=f"s{n}")
+    return flow
+
+
+async def test_workflows_complete_while_connections_keep_dropping(
+    postgres_schema: tuple[str, str],
+) -> None:
+    url, schema = postgres_schema
+    workflow = _chain().build()
+    proxy = WireProxy()
+    await proxy.start()
+    direct = PostgresBackend(url, schema=schema)
+    flaky = PostgresBackend(proxy.url(url), schema=schema, max_size=4)
+    client = AsyncWorkflowClient(direct)
+    stop = asyncio.Event()
+    worker = Worker("flaky-worker", flaky, poll_interval=0.1, claim_ttl=5.0, concurrency=6)
+    serving = asyncio.create_task(worker.run([workflow], stop=stop))
+    try:
+        for n in range(WORKFLOWS):
+            await client.submit(workflow, f"drop-{n}", n)
+
+        cuts = 0
+
+        async def finished() -> bool:
+            statuses = [await client.status(f"drop-{n}") for n in range(WORKFLOWS)]
+            return all(status.is_finished() for status in statuses)
+
+        async with asyncio.timeout(90):
+            while not await finished():
+                await asyncio.sleep(0.3)
+                proxy.cut()
+                cuts += 1
+        assert cuts >= 3, "the run should have seen several connection drops"
+
+        for n in range(WORKFLOWS):
+            status = await client.status(f"drop-{n}")
+            assert status.is_completed(), (status.status, status.error)
+            assert status.output == n + STEPS
+            completions = Counter(
+                event.step_key
+                for event in await client.history(f"drop-{n}")
+                if event.kind == "task_completed"
+            )
+            assert completions == {f"s{k}": 1 for k in range(STEPS)}
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 30)
+        await flaky.close()
+        await direct.close()
+        await proxy.stop()
