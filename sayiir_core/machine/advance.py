@@ -10,7 +10,8 @@ crash is the same walk as any other step, and a checkpointed step is never run a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import functools
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
@@ -52,6 +53,12 @@ def map_item_key(fn_id: str, index: int) -> str:
     return f"{fn_id}[{index}]"
 
 
+@functools.lru_cache(maxsize=256)
+def _item_keys(fn_id: str, count: int) -> tuple[str, ...]:
+    # A map's walk visits every item on every event; naming them once keeps it cheap.
+    return tuple(map_item_key(fn_id, index) for index in range(count))
+
+
 def task_id_of_key(key: str) -> str:
     """The task id a step key belongs to (``fetch[3]`` and ``fetch#3`` -> ``fetch``)."""
     for marker in ("#", "["):
@@ -61,8 +68,18 @@ def task_id_of_key(key: str) -> str:
     return key
 
 
-def advance(workflow: Workflow, snapshot: Snapshot, event: Event) -> tuple[Snapshot, list[Command]]:
-    """Apply ``event`` to ``snapshot`` and say what must happen next."""
+def advance(
+    workflow: Workflow,
+    snapshot: Snapshot,
+    event: Event,
+    *,
+    running: Collection[str] = (),
+) -> tuple[Snapshot, list[Command]]:
+    """Apply ``event`` to ``snapshot`` and say what must happen next.
+
+    ``running`` names the steps the driver is running already: they are not asked for
+    again, which keeps a wide fan-out from re-issuing its whole frontier on every event.
+    """
     if snapshot.status.is_terminal:
         return snapshot, []
     if isinstance(event, CancelRequested):
@@ -89,7 +106,7 @@ def advance(workflow: Workflow, snapshot: Snapshot, event: Event) -> tuple[Snaps
 
     if state.status == Status.PAUSED:
         return state.freeze(Status.PAUSED), []
-    walker = _Walker(state, now)
+    walker = _Walker(state, now, running)
     outcome = walker.walk(workflow.pipeline, snapshot.input)
     if isinstance(outcome, _Failed):
         return state.freeze(Status.FAILED, error=outcome.error), [Fail(outcome.error)]
@@ -204,13 +221,15 @@ _Outcome = _Done | _Failed | _PendingType
 class _Walker:
     """Walks the graph over the checkpoints, collecting the frontier as commands."""
 
-    def __init__(self, state: _MutableState, now: float) -> None:
+    def __init__(self, state: _MutableState, now: float, running: Collection[str]) -> None:
         self._state = state
         self._now = now
+        self._running = running
+        self._saw_running = False
         self.commands: list[Command] = []
 
     def status(self) -> Status:
-        if any(isinstance(command, RunTask) for command in self.commands):
+        if self._saw_running or any(isinstance(command, RunTask) for command in self.commands):
             return Status.RUNNING
         if any(isinstance(command, AwaitSignal) for command in self.commands):
             return Status.AWAITING_SIGNAL
@@ -248,6 +267,9 @@ class _Walker:
         due = self._state.retry_at.get(key)
         if due is not None and due > self._now:
             self.commands.append(WakeAt(key, due, "retry"))
+            return _PENDING
+        if key in self._running:
+            self._saw_running = True
             return _PENDING
         attempt = self._state.attempts.get(key, 0) + 1
         self.commands.append(RunTask(key, node, value, attempt))
@@ -344,21 +366,21 @@ class _Walker:
             )
         results = self._state.results
         outputs: list[Any] = []
-        started = 0
+        unfinished = 0
         limit = node.max_concurrency or len(value)
-        for index, item in enumerate(value):
-            key = map_item_key(fn_id, index)
+        running = self._running
+        for key, item in zip(_item_keys(fn_id, len(value)), value, strict=True):
             if key in results:
                 outputs.append(results[key])
                 continue
-            if started < limit:
-                started += 1
-                outcome = self._task(node.fn, key, item)
-                if isinstance(outcome, _Failed):
-                    return outcome
-        if started:
-            return _PENDING
-        return _Done(outputs)
+            unfinished += 1
+            if key in running:  # the common case in a wide fan-out: checked inline
+                self._saw_running = True
+            else:
+                self._task(node.fn, key, item)
+            if unfinished == limit:
+                break  # the first `limit` unfinished items are the whole frontier
+        return _PENDING if unfinished else _Done(outputs)
 
     def _delay(self, node: DelayNode, value: Any) -> _Outcome:
         key = node.node_id

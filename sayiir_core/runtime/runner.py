@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -112,6 +112,9 @@ class InstanceRunner:
         self._consumed: dict[str, int] = {}
         self._signal_payloads: dict[str, bytes] = {}
         self._delay_ids = frozenset(_delay_ids(workflow.pipeline))
+        # Steps running, or finished with their outcome queued: the machine need not ask
+        # for them again.
+        self._busy = _BusySteps(self._in_flight, self._outcomes)
 
     async def run(self, first: Event | None = None) -> Snapshot:
         """Advance until the instance is finished, paused or parked; returns the snapshot."""
@@ -166,10 +169,11 @@ class InstanceRunner:
 
     async def _apply(self, event: Event) -> None:
         before = self.snapshot
-        after, self._commands = advance(self._workflow, before, event)
-        self.snapshot = after
         key = _event_key(event)
+        # Taken out first: once its outcome is applied, a step may be asked for again (retry).
         outcome = self._outcomes.pop(key, None) if key is not None else None
+        after, self._commands = advance(self._workflow, before, event, running=self._busy)
+        self.snapshot = after
         if not _changed(before, after):
             return
         now = self._clock()
@@ -334,6 +338,24 @@ class InstanceRunner:
 class _NothingToWaitForError(RuntimeError):
     def __init__(self, commands: list[Command]) -> None:
         super().__init__(f"internal error: runner has nothing to wait for ({commands!r})")
+
+
+class _BusySteps(Collection[str]):
+    """A live view of two dicts' keys, without copying them on every step."""
+
+    def __init__(self, running: Mapping[str, object], finished: Mapping[str, object]) -> None:
+        self._running = running
+        self._finished = finished
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._running or key in self._finished
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._running
+        yield from (key for key in self._finished if key not in self._running)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _changed(before: Snapshot, after: Snapshot) -> bool:
