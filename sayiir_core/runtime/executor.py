@@ -90,7 +90,9 @@ class LocalExecutor:
             argument = _validated_input(node, request.input)
             output = await self._call(request, argument)
             encoded = encode_output(self._codec, output, request.key)
-            value = self._codec.decode(encoded)
+            # The next step sees what a resume would read back; a scalar reads back as
+            # itself, so only containers (tuples become lists...) pay for the decode.
+            value = output if type(output) in _SCALARS else self._codec.decode(encoded)
         except asyncio.CancelledError:
             raise
         except BaseException as error:
@@ -157,6 +159,9 @@ class LocalExecutor:
             return ErrorInfo(type(error).__name__, message, request.key, "task"), False
         info = ErrorInfo(type(error).__name__, str(error), request.key, "task")
         return info, policy is not None and policy.should_retry(error)
+
+
+_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 class _EncodingError(SerializationError):
