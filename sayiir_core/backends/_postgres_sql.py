@@ -15,6 +15,7 @@ from typing import Any
 from sayiir_core.backends._postgres_schema import quote
 from sayiir_core.backends._rows import (
     RECORD_COLUMNS,
+    commit_effects,
     event_from_row,
     record_from_row,
     to_json,
@@ -27,7 +28,6 @@ from sayiir_core.backends.base import (
     LoadedInstance,
     StepWrite,
 )
-from sayiir_core.backends.rules import committed_record
 from sayiir_core.errors import BackendError, LeaseLostError
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status
@@ -384,28 +384,11 @@ def event_arrays(events: Sequence[HistoryEvent]) -> list[list[Any]]:
     ]
 
 
-# A record holding a claim and a control request. Passing it through
-# rules.committed_record shows which of those a write clears, so commit applies the
-# shared rule in one UPDATE without reading the row first.
-_PROBE = InstanceRecord(
-    instance_id="",
-    workflow_id="",
-    definition_hash="",
-    status=Status.RUNNING,
-    input=b"",
-    created_at=0.0,
-    updated_at=0.0,
-    control_request=ControlRequest.CANCEL,
-    owner="probe",
-    lease_until=1.0,
-)
-
-
 def commit_params(
     instance_id: str, token: int, write: StepWrite, commit_id: int, channel: str
 ) -> list[Any]:
     """Parameters for ``Statements.commit``, in ``$n`` order."""
-    after = committed_record(_PROBE, write)
+    after = commit_effects(write)
     return [
         instance_id,
         token,

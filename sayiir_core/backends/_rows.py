@@ -10,7 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sayiir_core.backends.base import ControlRequest, HistoryEvent, InstanceRecord
+from sayiir_core.backends.base import ControlRequest, HistoryEvent, InstanceRecord, StepWrite
+from sayiir_core.backends.rules import committed_record
 from sayiir_core.errors import BackendError
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status
@@ -103,3 +104,25 @@ def _plain_mapping(value: object) -> dict[Any, Any]:
 
 def error_json(error: ErrorInfo | None) -> str | None:
     return None if error is None else to_json(error.to_dict(), "error")
+
+
+# A record that holds a claim and a control request. Passing it through
+# rules.committed_record shows which of those a write clears, so a SQL commit can apply
+# the shared rule in one UPDATE without first reading the row.
+_PROBE = InstanceRecord(
+    instance_id="",
+    workflow_id="",
+    definition_hash="",
+    status=Status.RUNNING,
+    input=b"",
+    created_at=0.0,
+    updated_at=0.0,
+    control_request=ControlRequest.CANCEL,
+    owner="probe",
+    lease_until=1.0,
+)
+
+
+def commit_effects(write: StepWrite) -> InstanceRecord:
+    """``write`` applied to a claimed record with a pending request: what it sets and clears."""
+    return committed_record(_PROBE, write)

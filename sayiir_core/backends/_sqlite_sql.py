@@ -13,11 +13,11 @@ from typing import Any
 
 from sayiir_core.backends._rows import (
     RECORD_COLUMNS,
+    commit_effects,
     error_json,
     to_json,
 )
-from sayiir_core.backends.base import ControlRequest, HistoryEvent, InstanceRecord, StepWrite
-from sayiir_core.backends.rules import committed_record
+from sayiir_core.backends.base import HistoryEvent, InstanceRecord, StepWrite
 from sayiir_core.status import Status
 
 _SELECT_LIST = ", ".join(RECORD_COLUMNS)
@@ -186,26 +186,9 @@ def record_params(record: InstanceRecord) -> dict[str, Any]:
     }
 
 
-# A record that holds a claim and a control request. Passing it through
-# rules.committed_record shows which of those a write clears, so commit can apply the
-# shared rule in one UPDATE without first reading the row.
-_PROBE = InstanceRecord(
-    instance_id="",
-    workflow_id="",
-    definition_hash="",
-    status=Status.RUNNING,
-    input=b"",
-    created_at=0.0,
-    updated_at=0.0,
-    control_request=ControlRequest.CANCEL,
-    owner="probe",
-    lease_until=1.0,
-)
-
-
 def commit_params(instance_id: str, token: int, write: StepWrite) -> dict[str, Any]:
     """Parameters for ``COMMIT_RECORD``; ``status`` is for the caller's ``SET_STATUS``."""
-    after = committed_record(_PROBE, write)
+    after = commit_effects(write)
     return {
         "status": after.status.value,
         "control": to_json(after.control, "control state"),
