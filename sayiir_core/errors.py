@@ -9,7 +9,8 @@
         │   └── SerializationError      an input or output the codec cannot encode
         ├── SignalTimeoutError          no signal arrived before wait_for_signal's timeout
         ├── BackendError                storage failed: unreachable, bad URL, corrupt data
-        │   └── LeaseLostError          another worker took over this instance (fencing)
+        │   ├── LeaseLostError          another worker took over this instance (fencing)
+        │   └── PayloadTooLargeError    a value over the backend's payload-size limit
         ├── InstanceAlreadyExistsError  submit/run with an id that exists (policy "fail")
         ├── InstanceNotFoundError       no instance with that id
         ├── InvalidStateError           the instance cannot do that now (signal a finished one)
@@ -61,6 +62,13 @@ class BackendError(WorkflowError):
 
 class LeaseLostError(BackendError):
     """This process's claim on an instance was taken over; its writes are refused."""
+
+
+class PayloadTooLargeError(BackendError):
+    """A value is larger than the backend accepts; nothing was written.
+
+    A step whose output is too large fails (it is not retried: it would fail again).
+    """
 
 
 class InstanceAlreadyExistsError(WorkflowError):

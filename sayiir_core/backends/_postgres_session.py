@@ -183,7 +183,11 @@ class Session:
         self.address = Address.parse(url)
         self._connect_timeout = connect_timeout
         # Sent in the startup packet, so free; shows who is who in pg_stat_activity.
-        self._settings = {} if "application_name" in url else {"application_name": "sayiir"}
+        # Claims rely on READ COMMITTED (SKIP LOCKED re-checks rows at the latest
+        # version); pin it so a server whose default is stricter does not fail them.
+        self._settings = {"default_transaction_isolation": "read committed"}
+        if "application_name" not in url:
+            self._settings["application_name"] = "sayiir"
         self._pool_options: dict[str, Any] = {
             "min_size": min_size,
             "max_size": max_size,
@@ -283,7 +287,9 @@ class Session:
         return BackendError(
             f"PostgresBackend ({self.address}) was opened on another event loop; an "
             "asyncpg pool only works on the loop that created it. Use one backend object "
-            "per event loop (e.g. one for WorkflowClient and one per Worker.start())"
+            "per event loop: the sync API and Worker.start() share one loop thread per "
+            "process; an asyncio app uses its own backend with AsyncWorkflowClient and "
+            "`await worker.run(...)`"
         )
 
     def connect_error(self, exc: BaseException) -> BackendError:

@@ -28,7 +28,7 @@ from sayiir_core.backends.base import (
     LoadedInstance,
     StepWrite,
 )
-from sayiir_core.errors import BackendError, LeaseLostError
+from sayiir_core.errors import LeaseLostError, PayloadTooLargeError
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status
 
@@ -351,7 +351,7 @@ def insert_params(
 def check_size(payload: bytes, limit: int, what: str) -> None:
     """Refuse a payload over ``max_payload_bytes``, naming it."""
     if len(payload) > limit:
-        raise BackendError(
+        raise PayloadTooLargeError(
             f"{what} is {len(payload):,} bytes, over this PostgresBackend's "
             f"max_payload_bytes={limit:,}; keep large data elsewhere (object storage, a "
             "table of your own) and pass a reference"

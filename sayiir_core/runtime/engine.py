@@ -7,6 +7,7 @@ into one engine, so each behaviour is written once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -46,6 +47,8 @@ from sayiir_core.status import Status, WorkflowStatus
 from sayiir_core.workflow.workflow import Workflow
 
 DEFAULT_LEASE_TTL = 60.0
+
+logger = logging.getLogger("sayiir.engine")
 
 EventListener = Callable[[str, HistoryEvent], None]
 """Called with ``(instance_id, event)`` after each history event is durably written."""
@@ -253,7 +256,15 @@ class Engine:
         interval = self.lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
-            renewed = await self.backend.renew(instance_id, token, self.lease_ttl, self._clock())
+            try:
+                renewed = await self.backend.renew(
+                    instance_id, token, self.lease_ttl, self._clock()
+                )
+            except Exception:
+                # The database is unreachable for now: try again at the next beat; the
+                # lease still has two beats to run before anyone may take it over.
+                logger.warning("instance %r: lease renewal failed; retrying", instance_id)
+                continue
             if not renewed:
                 sink.lost = True
                 run.cancel()

@@ -17,10 +17,12 @@ from typing import Protocol
 
 from sayiir_core.backends.base import BufferedSignal, ControlRequest, StepWrite
 from sayiir_core.codec import Codec
+from sayiir_core.errors import PayloadTooLargeError
 from sayiir_core.machine import (
     AwaitSignal,
     CancelRequested,
     Command,
+    ErrorInfo,
     Event,
     PauseRequested,
     RunTask,
@@ -35,6 +37,7 @@ from sayiir_core.machine import (
 )
 from sayiir_core.runtime.executor import (
     Executor,
+    TaskFailedOutcome,
     TaskOutcome,
     TaskRequest,
     TaskSucceeded,
@@ -204,11 +207,28 @@ class InstanceRunner:
             else None,
             release=after.status.is_terminal or settled,
         )
-        request = await self._sink.write(write)
+        try:
+            request = await self._sink.write(write)
+        except PayloadTooLargeError as error:
+            if not isinstance(event, TaskCompleted) or not isinstance(outcome, TaskSucceeded):
+                raise
+            # Nothing was written: record the step as failed instead of its output.
+            self.snapshot = before
+            await self._apply(self._too_large(event, outcome, error))
+            return
         if request is ControlRequest.CANCEL:
             self._events.appendleft(CancelRequested())
         elif request is ControlRequest.PAUSE and after.status is not Status.PAUSED:
             self._events.appendleft(PauseRequested())
+
+    def _too_large(
+        self, event: TaskCompleted, outcome: TaskSucceeded, error: PayloadTooLargeError
+    ) -> TaskFailed:
+        info = ErrorInfo("PayloadTooLargeError", str(error), event.key, "serialization")
+        self._outcomes[event.key] = TaskFailedOutcome(
+            info, False, "", outcome.started_at, outcome.finished_at
+        )
+        return TaskFailed(event.key, info, retryable=False, now=self._clock())
 
     def _new_checkpoints(
         self, before: Snapshot, after: Snapshot, event_key: str | None, outcome: TaskOutcome | None

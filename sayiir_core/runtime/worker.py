@@ -1,7 +1,8 @@
 """``Worker``: claims runnable instances from a shared backend and runs them.
 
-Run it as a thread (``worker.start(workflows)`` -> ``WorkerHandle``) or inside an
-asyncio app (``await worker.run(workflows)``). Several workers, in one process or many,
+Run it in the background of a sync program (``worker.start(workflows)`` ->
+``WorkerHandle``, on the loop thread behind the sync API) or inside an asyncio app
+(``await worker.run(workflows)``). Several workers, in one process or many,
 share the work through claims with leases: a worker that dies leaves its instances to
 the others once the lease (``claim_ttl``) expires.
 """
