@@ -152,6 +152,7 @@ class WireProxy:
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.refusing = False  # while True, new connections are closed at once (an outage)
         self.round_trips = 0
         self.queries: list[str] = []
         self.port = 0
@@ -184,6 +185,9 @@ class WireProxy:
         self._writers.clear()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            client_w.transport.abort()
+            return
         try:
             server_r, server_w = await asyncio.open_connection(*self._target)
         except OSError:

@@ -141,6 +141,13 @@ class Engine:
             await self._rebind(claim, workflow)
         return await self.run_claimed(workflow, claim, DURABLE_RUN)
 
+    async def release(self, instance_id: str, token: int) -> None:
+        """Give up claim ``token`` on the instance, leaving its state as last written."""
+        record = await self.backend.get_record(instance_id)
+        if record is None or record.owner is None or record.claim_token != token:
+            return  # already released, or someone else holds it now
+        await self.backend.commit(instance_id, token, _rewrite(record, self._clock(), release=True))
+
     async def _rebind(self, claim: Claim, workflow: Workflow) -> None:
         """Record that the instance now runs under ``workflow``'s definition."""
         record = claim.instance.record
@@ -149,13 +156,9 @@ class Engine:
         await self.backend.commit(
             record.instance_id,
             claim.token,
-            StepWrite(
-                status=record.status,
-                control=record.control,
-                now=now,
-                output=record.output,
-                error=record.error,
-                wake_at=record.wake_at,
+            _rewrite(
+                record,
+                now,
                 events=[HistoryEvent("definition_changed", now, detail=change)],
                 definition_hash=workflow.definition_hash,
             ),
@@ -403,6 +406,19 @@ async def run_in_memory(
         park=IN_MEMORY_RUN,
     )
     return await runner.run()
+
+
+def _rewrite(record: InstanceRecord, now: float, **changes: Any) -> StepWrite:
+    """A write that keeps the instance as it is, plus ``changes`` (release, rebind...)."""
+    return StepWrite(
+        status=record.status,
+        control=record.control,
+        now=now,
+        output=record.output,
+        error=record.error,
+        wake_at=record.wake_at,
+        **changes,
+    )
 
 
 def check_definition(workflow: Workflow, record: InstanceRecord, allow_change: bool) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from sayiir_core.backends.base import Backend, Claim
 from sayiir_core.codec import DEFAULT_CODEC, Codec
-from sayiir_core.errors import LeaseLostError
+from sayiir_core.errors import BackendError, LeaseLostError
 from sayiir_core.runtime.engine import Engine, EventListener, check_definition
 from sayiir_core.runtime.executor import Executor, LocalExecutor
 from sayiir_core.runtime.loop_thread import loop_of_sync_api, submit
@@ -174,10 +174,36 @@ class Worker:
             await engine.run_claimed(workflow, claim, self._park, stop=stop)
         except LeaseLostError as error:
             logger.warning("worker %s: %s", self.worker_id, error)
+        except BackendError:
+            logger.exception(
+                "worker %s: storage failed while running %r; handing it back",
+                self.worker_id,
+                record.instance_id,
+            )
+            await self._hand_back(engine, claim, stop)
         except Exception:
             logger.exception(
                 "worker %s: instance %r stopped with an error", self.worker_id, record.instance_id
             )
+
+    async def _hand_back(self, engine: Engine, claim: Claim, stop: asyncio.Event) -> None:
+        """Release the claim once storage answers again, so any worker can go on at once.
+
+        Without this the instance would wait for its lease (``claim_ttl``) to run out.
+        Gives up when the lease would have expired anyway, or on stop.
+        """
+        instance_id = claim.instance.record.instance_id
+        deadline = time.monotonic() + self.claim_ttl
+        pause = min(0.5, self.poll_interval)
+        while time.monotonic() < deadline and not stop.is_set():
+            try:
+                await engine.release(instance_id, claim.token)
+            except BackendError:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            logger.info("[%s] handed back after a storage failure", instance_id)
+            return
 
 
 class WorkerHandle:

@@ -86,3 +86,43 @@ async def test_workflows_complete_while_connections_keep_dropping(
         await flaky.close()
         await direct.close()
         await proxy.stop()
+
+
+async def test_after_an_outage_the_instance_is_handed_back_not_left_for_its_lease(
+    postgres_schema: tuple[str, str],
+) -> None:
+    url, schema = postgres_schema
+    workflow = _chain().build()
+    proxy = WireProxy()
+    await proxy.start()
+    direct = PostgresBackend(url, schema=schema)
+    flaky = PostgresBackend(proxy.url(url), schema=schema, max_size=2)
+    client = AsyncWorkflowClient(direct)
+    stop = asyncio.Event()
+    # A lease far longer than the test: only a hand-back lets the work go on in time.
+    worker = Worker("outage-worker", flaky, poll_interval=0.1, claim_ttl=120.0)
+    serving = asyncio.create_task(worker.run([workflow], stop=stop))
+    try:
+        await client.submit(workflow, "outage-1", 0)
+        async with asyncio.timeout(30):
+            while "s1" not in {
+                e.step_key for e in await client.history("outage-1") if e.kind == "task_completed"
+            }:
+                await asyncio.sleep(0.02)
+        proxy.refusing = True  # the database is gone for a few seconds
+        proxy.cut()
+        await asyncio.sleep(4.0)
+        proxy.refusing = False
+
+        async with asyncio.timeout(30):  # well inside the 120 s lease
+            while not (await client.status("outage-1")).is_finished():
+                await asyncio.sleep(0.1)
+        status = await client.status("outage-1")
+        assert status.is_completed(), (status.status, status.error)
+        assert status.output == STEPS
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 30)
+        await flaky.close()
+        await direct.close()
+        await proxy.stop()
