@@ -208,6 +208,7 @@ class Statements:
                     owner = CASE WHEN $10::bool THEN NULL ELSE owner END,
                     lease_until = CASE WHEN $11::bool THEN NULL ELSE lease_until END,
                     definition_hash = COALESCE($12::text, definition_hash),
+                    priority = COALESCE($24::int4, priority),
                     history_seq = history_seq + cardinality($15::text[]),
                     last_commit = $21::int8
                 WHERE instance_id = $1::text AND claim_token = $2::int8 AND owner IS NOT NULL
@@ -408,6 +409,7 @@ def commit_params(
         commit_id,
         write.consumed_signal,
         channel,
+        write.priority,
     ]
 
 

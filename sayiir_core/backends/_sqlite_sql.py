@@ -60,7 +60,8 @@ UPDATE sayiir_instances SET
     control_request = CASE WHEN :clear_request THEN NULL ELSE control_request END,
     owner = CASE WHEN :release THEN NULL ELSE owner END,
     lease_until = CASE WHEN :clear_lease THEN NULL ELSE lease_until END,
-    definition_hash = COALESCE(:definition_hash, definition_hash)
+    definition_hash = COALESCE(:definition_hash, definition_hash),
+    priority = COALESCE(:priority, priority)
 WHERE instance_id = :instance_id AND claim_token = :token AND owner IS NOT NULL
 RETURNING status, control_request
 """
@@ -200,6 +201,7 @@ def commit_params(instance_id: str, token: int, write: StepWrite) -> dict[str, A
         "release": after.owner is None,
         "clear_lease": after.lease_until is None,
         "definition_hash": write.definition_hash,
+        "priority": write.priority,
         "instance_id": instance_id,
         "token": token,
     }

@@ -119,7 +119,8 @@ class StepWrite:
     ``consumed_signal`` deletes that buffered signal in the same transaction that
     checkpoints its payload, so a signal is neither lost nor delivered twice.
     ``definition_hash`` rebinds the instance to another definition (an accepted
-    ``allow_definition_change`` resume).
+    ``allow_definition_change`` resume). ``priority`` (1 first, 5 last) is that of the
+    steps the instance can run next, which orders claims.
     """
 
     status: Status
@@ -133,6 +134,7 @@ class StepWrite:
     consumed_signal: int | None = None
     release: bool = False
     definition_hash: str | None = None
+    priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,7 @@ def committed_record(record: InstanceRecord, write: StepWrite) -> InstanceRecord
         record,
         status=settled_status(write.status, record.control_request),
         definition_hash=write.definition_hash or record.definition_hash,
+        priority=write.priority if write.priority is not None else record.priority,
         control=dict(write.control),
         output=write.output,
         error=write.error,

@@ -34,14 +34,24 @@ from sayiir_core.errors import (
     LeaseLostError,
     WorkflowError,
 )
-from sayiir_core.machine import CancelRequested, Event, PauseRequested, Snapshot, start
+from sayiir_core.machine import (
+    CancelRequested,
+    Event,
+    PauseRequested,
+    Snapshot,
+    Tick,
+    advance,
+    start,
+)
 from sayiir_core.runtime.convert import snapshot_from, status_from
 from sayiir_core.runtime.executor import Executor, LocalExecutor, encode_or_raise
 from sayiir_core.runtime.runner import (
+    DEFAULT_PRIORITY,
     DURABLE_RUN,
     IN_MEMORY_RUN,
     InstanceRunner,
     ParkPolicy,
+    next_priority,
 )
 from sayiir_core.status import Status, WorkflowStatus
 from sayiir_core.workflow.workflow import Workflow
@@ -370,6 +380,7 @@ class Engine:
         if not isinstance(instance_id, str) or not instance_id:
             raise ValueError(f"instance_id must be a non-empty string, got {instance_id!r}")
         encoded = encode_or_raise(self.codec, input_value, f"input of instance {instance_id!r}")
+        _, first_steps = advance(workflow, start(self.codec.decode(encoded)), Tick(now))
         return NewInstance(
             instance_id=instance_id,
             workflow_id=workflow.workflow_id,
@@ -379,6 +390,7 @@ class Engine:
             now=now,
             owner=self.owner_id if owned else None,
             lease_until=now + self.lease_ttl if owned else None,
+            priority=next_priority(first_steps) or DEFAULT_PRIORITY,
         )
 
 

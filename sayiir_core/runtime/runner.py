@@ -75,6 +75,7 @@ class ParkPolicy:
 
 
 IN_MEMORY_RUN = ParkPolicy(delays=False, signals=False)
+DEFAULT_PRIORITY = 3
 DURABLE_RUN = ParkPolicy(delays=True, signals=True)
 
 
@@ -206,6 +207,7 @@ class InstanceRunner:
             if isinstance(event, SignalReceived)
             else None,
             release=after.status.is_terminal or settled,
+            priority=next_priority(self._commands),
         )
         try:
             request = await self._sink.write(write)
@@ -358,6 +360,16 @@ class InstanceRunner:
 class _NothingToWaitForError(RuntimeError):
     def __init__(self, commands: list[Command]) -> None:
         super().__init__(f"internal error: runner has nothing to wait for ({commands!r})")
+
+
+def next_priority(commands: list[Command]) -> int | None:
+    """The most urgent ``@task(priority=)`` (1 first, default 3) of the steps to run next."""
+    priorities = [
+        command.task.metadata.priority or DEFAULT_PRIORITY
+        for command in commands
+        if isinstance(command, RunTask)
+    ]
+    return min(priorities) if priorities else None
 
 
 class _BusySteps(Collection[str]):
