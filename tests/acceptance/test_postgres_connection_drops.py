@@ -8,12 +8,15 @@ complete with the right output, and every step's checkpoint be written once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from postgres_service import WireProxy, postgres_database, postgres_schema
 
-from sayiir_core import AsyncWorkflowClient, Flow, Worker
+from sayiir_core import AsyncWorkflowClient, Flow, Worker, Workflow
 from sayiir_core.backends.postgres import PostgresBackend
 
 __all__ = ["postgres_database", "postgres_schema"]
@@ -40,20 +43,35 @@ def _chain() -> Flow:
     return flow
 
 
-async def test_workflows_complete_while_connections_keep_dropping(
-    postgres_schema: tuple[str, str],
-) -> None:
+@contextlib.asynccontextmanager
+async def worker_behind_a_proxy(
+    postgres_schema: tuple[str, str], workflow: Workflow, **worker_options: Any
+) -> AsyncIterator[tuple[WireProxy, AsyncWorkflowClient]]:
+    """A worker reaching PostgreSQL through a proxy the test can cut; a direct client."""
     url, schema = postgres_schema
-    workflow = _chain().build()
     proxy = WireProxy()
     await proxy.start()
     direct = PostgresBackend(url, schema=schema)
     flaky = PostgresBackend(proxy.url(url), schema=schema, max_size=4)
-    client = AsyncWorkflowClient(direct)
     stop = asyncio.Event()
-    worker = Worker("flaky-worker", flaky, poll_interval=0.1, claim_ttl=5.0, concurrency=6)
+    worker = Worker("flaky-worker", flaky, poll_interval=0.1, **worker_options)
     serving = asyncio.create_task(worker.run([workflow], stop=stop))
     try:
+        yield proxy, AsyncWorkflowClient(direct)
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 30)
+        await flaky.close()
+        await direct.close()
+        await proxy.stop()
+
+
+async def test_workflows_complete_while_connections_keep_dropping(
+    postgres_schema: tuple[str, str],
+) -> None:
+    workflow = _chain().build()
+    running = worker_behind_a_proxy(postgres_schema, workflow, claim_ttl=5.0, concurrency=6)
+    async with running as (proxy, client):
         for n in range(WORKFLOWS):
             await client.submit(workflow, f"drop-{n}", n)
 
@@ -80,29 +98,17 @@ async def test_workflows_complete_while_connections_keep_dropping(
                 if event.kind == "task_completed"
             )
             assert completions == {f"s{k}": 1 for k in range(STEPS)}
-    finally:
-        stop.set()
-        await asyncio.wait_for(serving, 30)
-        await flaky.close()
-        await direct.close()
-        await proxy.stop()
 
 
 async def test_after_an_outage_the_instance_is_handed_back_not_left_for_its_lease(
     postgres_schema: tuple[str, str],
 ) -> None:
-    url, schema = postgres_schema
     workflow = _chain().build()
-    proxy = WireProxy()
-    await proxy.start()
-    direct = PostgresBackend(url, schema=schema)
-    flaky = PostgresBackend(proxy.url(url), schema=schema, max_size=2)
-    client = AsyncWorkflowClient(direct)
-    stop = asyncio.Event()
     # A lease far longer than the test: only a hand-back lets the work go on in time.
-    worker = Worker("outage-worker", flaky, poll_interval=0.1, claim_ttl=120.0)
-    serving = asyncio.create_task(worker.run([workflow], stop=stop))
-    try:
+    async with worker_behind_a_proxy(postgres_schema, workflow, claim_ttl=120.0) as (
+        proxy,
+        client,
+    ):
         await client.submit(workflow, "outage-1", 0)
         async with asyncio.timeout(30):
             while "s1" not in {
@@ -120,9 +126,3 @@ async def test_after_an_outage_the_instance_is_handed_back_not_left_for_its_leas
         status = await client.status("outage-1")
         assert status.is_completed(), (status.status, status.error)
         assert status.output == STEPS
-    finally:
-        stop.set()
-        await asyncio.wait_for(serving, 30)
-        await flaky.close()
-        await direct.close()
-        await proxy.stop()
