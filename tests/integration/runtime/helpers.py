@@ -53,3 +53,26 @@ class Calls:
     def count(self, item: Any) -> int:
         with self._lock:
             return self.items.count(item)
+
+
+class GatedWorkflow:
+    """``first`` (which blocks until ``release`` is set) then ``second``; records calls."""
+
+    def __init__(self, name: str) -> None:
+        from sayiir_core import Flow
+
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.calls = Calls()
+
+        def first(x: int) -> int:
+            self.calls.add("first")
+            self.started.set()
+            assert self.release.wait(10)
+            return x + 1
+
+        def second(x: int) -> int:
+            self.calls.add("second")
+            return x * 10
+
+        self.workflow = Flow(name).then(first).then(second).build()

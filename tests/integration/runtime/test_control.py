@@ -29,7 +29,7 @@ from sayiir_core import (
     unpause_workflow,
 )
 
-from .helpers import Calls, wait_until
+from .helpers import Calls, GatedWorkflow, wait_until
 
 
 def in_background(fn: Any, *args: Any, **kwargs: Any) -> tuple[ThreadPoolExecutor, Future[Any]]:
@@ -102,21 +102,8 @@ def test_cancel_of_a_finished_instance_is_an_invalid_state(durable_backend: Back
 
 
 def test_pause_unpause_resume(durable_backend: Backend) -> None:
-    started = threading.Event()
-    release = threading.Event()
-    calls = Calls()
-
-    def first(x: int) -> int:
-        calls.add("first")
-        started.set()
-        assert release.wait(10)
-        return x + 1
-
-    def second(x: int) -> int:
-        calls.add("second")
-        return x * 10
-
-    wf = Flow("pausable").then(first).then(second).build()
+    gated = GatedWorkflow("pausable")
+    wf, started, release, calls = gated.workflow, gated.started, gated.release, gated.calls
     pool, run = in_background(run_durable_workflow, wf, "pz-1", 1, backend=durable_backend)
     try:
         assert started.wait(5)

@@ -22,7 +22,7 @@ from sayiir_core import (
 from sayiir_core.backends import InstanceRecord
 from sayiir_core.runtime.loop_thread import run_sync
 
-from .helpers import Calls, wait_until
+from .helpers import Calls, GatedWorkflow, wait_until
 
 HandleStarter = Callable[..., WorkerHandle]
 
@@ -238,21 +238,8 @@ def test_failed_instance_in_a_worker_is_stored_as_failed(
 def test_graceful_shutdown_finishes_the_running_step_and_releases_the_claim(
     durable_backend: Backend, start_worker: HandleStarter
 ) -> None:
-    started = threading.Event()
-    release = threading.Event()
-    calls = Calls()
-
-    def first(x: int) -> int:
-        calls.add("first")
-        started.set()
-        assert release.wait(10)
-        return x + 1
-
-    def second(x: int) -> int:
-        calls.add("second")
-        return x * 10
-
-    wf = Flow("graceful").then(first).then(second).build()
+    gated = GatedWorkflow("graceful")
+    wf, started, release, calls = gated.workflow, gated.started, gated.release, gated.calls
     client = WorkflowClient(durable_backend)
     client.submit(wf, "g-1", 1)
     handle = start_worker("leaving", [wf], claim_ttl=30)
