@@ -224,6 +224,12 @@ class Statements:
                 DELETE FROM {t}.sayiir_signals
                 WHERE signal_id = $22::int8 AND instance_id = $1::text
                   AND EXISTS (SELECT 1 FROM upd)
+            ), shared_steps AS (
+                -- A checkpoint replaces its step's rows in the shared step queue; a
+                -- finished instance needs none.
+                DELETE FROM {t}.sayiir_steps
+                WHERE instance_id = $1::text AND EXISTS (SELECT 1 FROM upd)
+                  AND (step_key = ANY($13::text[]) OR $3::text IN ({_FINISHED}))
             )
             SELECT control_request,
                    CASE WHEN owner IS NULL AND status IN ({_RUNNABLE})

@@ -37,8 +37,20 @@ from sayiir_core.backends.rules import (
     new_record,
     terminated_record,
 )
+from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
 from sayiir_core.errors import InstanceAlreadyExistsError, LeaseLostError
 from sayiir_core.status import Status
+
+
+@dataclass
+class _QueuedStep:
+    """A published step: queued (no owner), running (owner and lease) or finished."""
+
+    ticket: StepTicket
+    owner: str | None = None
+    token: int = 0
+    lease_until: float = 0.0
+    result: StepResult | None = None
 
 
 @dataclass
@@ -47,6 +59,7 @@ class _Stored:
     checkpoints: dict[str, bytes] = field(default_factory=dict)
     events: list[HistoryEvent] = field(default_factory=list)
     signals: list[BufferedSignal] = field(default_factory=list)
+    steps: dict[StepRef, _QueuedStep] = field(default_factory=dict)
 
     def append_events(self, events: Sequence[HistoryEvent]) -> None:
         # Numbered when read: history is read far less often than it is written.
@@ -69,6 +82,7 @@ class InMemoryBackend:
         self._creation_order = 0
         self._order: dict[str, int] = {}
         self._notifier = WorkNotifier()
+        self._step_notifier = WorkNotifier()
 
     def __repr__(self) -> str:
         return f"InMemoryBackend(instances={len(self._instances)})"
@@ -166,6 +180,7 @@ class InMemoryBackend:
                         f"instance {instance_id!r}: step {key!r} is already checkpointed"
                     )
             stored.checkpoints.update(write.checkpoints)
+            _drop_checkpointed_steps(stored, write)
             if write.consumed_signal is not None:
                 stored.signals = [s for s in stored.signals if s.signal_id != write.consumed_signal]
             stored.record = committed_record(stored.record, write)
@@ -253,10 +268,75 @@ class InMemoryBackend:
             keys = list(stored.checkpoints)
             record, keep, event = apply_reset(stored.record, keys, task_id, now)
             stored.checkpoints = {key: stored.checkpoints[key] for key in keys[:keep]}
+            stored.steps.clear()
             stored.record = record
             stored.append_events([event])
         self._notifier.notify()
         return record
+
+    # -- the step queue (see step_queue.py) ------------------------------------------
+
+    async def publish_steps(self, tickets: Sequence[StepTicket]) -> None:
+        with self._lock:
+            for ticket in tickets:
+                stored = self._require(ticket.ref.instance_id)
+                stored.steps.setdefault(ticket.ref, _QueuedStep(ticket))
+        self._notifier.notify()
+
+    async def claim_steps(
+        self, owner: str, workflows: Mapping[str, str], ttl: float, now: float, limit: int
+    ) -> list[ClaimedStep]:
+        with self._lock:
+            candidates = sorted(
+                (
+                    step
+                    for stored in self._instances.values()
+                    if not stored.record.status.is_terminal
+                    for step in stored.steps.values()
+                    if workflows.get(step.ticket.workflow_id) == step.ticket.definition_hash
+                    and step.result is None
+                    and (step.owner is None or step.lease_until <= now)
+                ),
+                key=lambda step: (step.ticket.priority, step.ticket.now),
+            )
+            claimed = []
+            for step in candidates[: max(limit, 0)]:
+                step.owner, step.token, step.lease_until = owner, step.token + 1, now + ttl
+                claimed.append(ClaimedStep(step.ticket, step.token))
+            return claimed
+
+    async def renew_step(self, ref: StepRef, token: int, ttl: float, now: float) -> bool:
+        with self._lock:
+            step = self._queued(ref)
+            if step is None or step.token != token or step.result is not None:
+                return False
+            step.lease_until = now + ttl
+            return True
+
+    async def finish_step(self, ref: StepRef, token: int, result: StepResult) -> bool:
+        with self._lock:
+            step = self._queued(ref)
+            if step is None or step.token != token:
+                return False
+            step.result, step.owner = result, None
+        self._step_notifier.notify()
+        return True
+
+    async def step_results(self, refs: Sequence[StepRef]) -> dict[StepRef, StepResult]:
+        found = {}
+        with self._lock:
+            for ref in refs:
+                step = self._queued(ref)
+                if step is not None and step.result is not None:
+                    found[ref] = step.result
+        return found
+
+    async def wait_for_step_results(self, max_wait: float) -> None:
+        await self._step_notifier.wait(max_wait)
+
+    def _queued(self, ref: StepRef) -> _QueuedStep | None:
+        stored = self._instances.get(ref.instance_id)
+        return stored.steps.get(ref) if stored is not None else None
 
     def _require(self, instance_id: str) -> _Stored:
         stored = self._instances.get(instance_id)
@@ -271,3 +351,14 @@ class InMemoryBackend:
             stored.record, owner=owner, claim_token=token, lease_until=now + ttl
         )
         return Claim(LoadedInstance(stored.record, dict(stored.checkpoints)), token)
+
+
+def _drop_checkpointed_steps(stored: _Stored, write: StepWrite) -> None:
+    """A checkpoint replaces the step's queue rows; a finished instance needs none."""
+    if not stored.steps:
+        return
+    if write.status.is_terminal:
+        stored.steps.clear()
+        return
+    keys = {key for key, _ in write.checkpoints}
+    stored.steps = {ref: step for ref, step in stored.steps.items() if ref.step_key not in keys}

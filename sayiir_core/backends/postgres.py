@@ -26,6 +26,7 @@ from sayiir_core.backends._postgres_session import (
     Session,
     split_schema_option,
 )
+from sayiir_core.backends._postgres_steps import PostgresStepQueue, StepStatements
 from sayiir_core.backends.base import (
     BufferedSignal,
     Claim,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 _CREATE_ROUNDS = 5
 
 
-class PostgresBackend:
+class PostgresBackend(PostgresStepQueue):
     """A durable backend in a PostgreSQL schema, shared by any number of workers.
 
     ``url`` is a libpq-style URL (``postgresql://user:password@host:5432/db``); a
@@ -107,6 +108,8 @@ class PostgresBackend:
         )
         self._address = self._session.address
         self._listener = WorkListener(self._session.connect, self._sql.channel)
+        self._steps_sql = StepStatements(self._schema, self._sql.channel)
+        self._step_listener = WorkListener(self._session.connect, self._steps_sql.channel)
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self._address}, schema={self._schema!r})"
@@ -124,6 +127,7 @@ class PostgresBackend:
         """Close the LISTEN connection and the pool; ``open()`` may be called again."""
         self._session.check_closable()
         await self._listener.close()
+        await self._step_listener.close()
         await self._session.close()
 
     async def wait_for_work(self, max_wait: float) -> None:
@@ -436,6 +440,7 @@ class PostgresBackend:
                     await conn.execute(
                         self._sql.delete_checkpoints_from, instance_id, written[keep]["seq"]
                     )
+                await conn.execute(self._steps_sql.delete_of_instance, instance_id)
                 params = sql.save_params(updated, [event], self._sql.channel)
                 await conn.execute(self._sql.save_record, *params)
             return updated

@@ -40,12 +40,17 @@ class TaskRequest:
 
 @dataclass(frozen=True, slots=True)
 class TaskSucceeded:
-    """``value`` is ``codec.decode(encoded)``: what a resume would read back."""
+    """``value`` is ``codec.decode(encoded)``: what a resume would read back.
+
+    ``worker_id`` names the worker that ran the step when it was not the one advancing
+    the instance (a shared step); ``None`` means the instance's own runner.
+    """
 
     value: Any
     encoded: bytes
     started_at: float
     finished_at: float
+    worker_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,7 @@ class TaskFailedOutcome:
     traceback: str
     started_at: float
     finished_at: float
+    worker_id: str | None = None
 
 
 TaskOutcome = TaskSucceeded | TaskFailedOutcome

@@ -30,10 +30,9 @@ def transition_events(
 ) -> list[HistoryEvent]:
     events: list[HistoryEvent] = []
     if isinstance(event, TaskCompleted | TaskFailed) and outcome is not None:
-        events.append(
-            HistoryEvent("task_started", outcome.started_at, event.key, attempt, worker_id)
-        )
-        events.extend(_outcome_events(after, event, outcome, attempt, worker_id))
+        ran_on = outcome.worker_id or worker_id
+        events.append(HistoryEvent("task_started", outcome.started_at, event.key, attempt, ran_on))
+        events.extend(_outcome_events(after, event, outcome, attempt, ran_on))
     elif isinstance(event, SignalReceived):
         events.append(HistoryEvent("signal_received", now, event.key, worker_id=worker_id))
     for key, wake_at in after.timers.items():

@@ -15,16 +15,19 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from sayiir_core.backends.base import Backend, Claim
+from sayiir_core.backends.step_queue import ClaimedStep, StepQueue
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import BackendError, LeaseLostError
 from sayiir_core.runtime.engine import Engine, EventListener, check_definition
 from sayiir_core.runtime.executor import Executor, LocalExecutor
 from sayiir_core.runtime.loop_thread import loop_of_sync_api, submit
 from sayiir_core.runtime.runner import ParkPolicy
+from sayiir_core.runtime.shared_steps import SharingExecutor
+from sayiir_core.runtime.step_runner import run_shared_step
 from sayiir_core.workflow.workflow import Workflow
 
 logger = logging.getLogger("sayiir.worker")
@@ -36,6 +39,11 @@ class Worker:
     ``concurrency`` bounds the instances run at once; ``poll_interval`` is how long an
     idle worker waits before looking for work again; ``claim_ttl`` is the lease, renewed
     every ``claim_ttl / 3`` while an instance runs.
+
+    ``share_steps`` (on backends with a step queue: memory, PostgreSQL): when an
+    instance has several steps ready at once (fork branches, ``map`` items), the worker
+    runs one and queues the rest, so every idle worker helps; ``False`` runs them all
+    here. ``concurrency`` then also bounds the shared steps this worker runs at once.
     """
 
     def __init__(
@@ -49,6 +57,7 @@ class Worker:
         codec: Codec = DEFAULT_CODEC,
         executor: Executor | None = None,
         on_event: EventListener | None = None,
+        share_steps: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -62,6 +71,7 @@ class Worker:
         self._codec = codec
         self._executor = executor
         self._on_event = on_event
+        self.share_steps = share_steps
         # Retries due within a poll interval are waited for in process; longer back-offs
         # park the instance so it does not hold a concurrency slot.
         self._park = ParkPolicy(delays=True, signals=True, retries_longer_than=poll_interval)
@@ -81,14 +91,21 @@ class Worker:
         """Claim and run instances until ``stop`` is set; then finish the running steps.
 
         On stop, running instances finish the steps already started, write them and
-        release their claims; nothing new starts.
+        release their claims; nothing new starts. Until its own instances are done the
+        worker still runs the shared steps they are waiting for.
         """
         registry = {workflow.workflow_id: workflow for workflow in workflows}
         if not registry:
             raise ValueError("a worker needs at least one workflow")
         definitions = {wf_id: wf.definition_hash for wf_id, wf in registry.items()}
         stop = stop or asyncio.Event()
-        executor = self._executor or LocalExecutor(codec=self._codec)
+        local = self._executor or LocalExecutor(codec=self._codec)
+        queue = self._step_queue()
+        executor: Executor = local
+        if queue is not None:
+            executor = SharingExecutor(
+                local, queue, definitions, codec=self._codec, poll_interval=self.poll_interval
+            )
         engine = Engine(
             self.backend,
             codec=self._codec,
@@ -98,31 +115,90 @@ class Worker:
             on_event=self._on_event,
         )
         await engine.open()
-        running: set[asyncio.Task[None]] = set()
+        instances: set[asyncio.Task[None]] = set()
+        steps: set[asyncio.Task[None]] = set()
         slot_freed = asyncio.Event()
+
+        def spawn(
+            tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None], name: str
+        ) -> None:
+            task = asyncio.create_task(work, name=name)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda _: slot_freed.set())
+
         try:
-            while not stop.is_set():
-                free = self.concurrency - len(running)
+            while not (stop.is_set() and not instances):
+                free = 0 if stop.is_set() else self.concurrency - len(instances)
+                free_steps = self.concurrency - len(steps) if queue is not None else 0
                 claims = await self._claim(definitions, free) if free > 0 else []
                 for claim in claims:
-                    task = asyncio.create_task(
-                        self._run_one(engine, registry, claim, stop),
-                        name=f"sayiir-worker:{claim.instance.record.instance_id}",
-                    )
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                    task.add_done_callback(lambda _: slot_freed.set())
-                if claims and len(claims) == free:
+                    instance_id = claim.instance.record.instance_id
+                    work = self._run_one(engine, registry, claim, stop)
+                    spawn(instances, work, f"sayiir-worker:{instance_id}")
+                shared: list[ClaimedStep] = []
+                if queue is not None and free_steps > 0:
+                    shared = await self._claim_steps(queue, definitions, free_steps)
+                    for step in shared:
+                        work = self._run_step(queue, local, registry, step)
+                        spawn(steps, work, f"sayiir-step:{step.ticket.ref.step_key}")
+                if (claims and len(claims) == free) or (shared and len(shared) == free_steps):
                     continue  # there may be more work than free slots: look again at once
                 slot_freed.clear()
-                await self._idle(stop, slot_freed, wait_for_work=free > len(claims))
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
+                await self._idle(
+                    stop,
+                    slot_freed,
+                    wait_for_work=free > len(claims) or free_steps > len(shared),
+                )
+            if instances or steps:
+                await asyncio.gather(*instances, *steps, return_exceptions=True)
         finally:
-            for task in running:
+            for task in (*instances, *steps):
                 task.cancel()
             if self._executor is None:
-                executor.close()
+                local.close()
+
+    def _step_queue(self) -> StepQueue | None:
+        if self.share_steps and isinstance(self.backend, StepQueue):
+            return self.backend
+        return None
+
+    async def _claim_steps(
+        self, queue: StepQueue, definitions: dict[str, str], limit: int
+    ) -> list[ClaimedStep]:
+        try:
+            return await queue.claim_steps(
+                self.worker_id, definitions, self.claim_ttl, time.time(), limit
+            )
+        except Exception:
+            logger.exception("worker %s: claiming shared steps failed; retrying", self.worker_id)
+            return []
+
+    async def _run_step(
+        self,
+        queue: StepQueue,
+        executor: Executor,
+        registry: dict[str, Workflow],
+        step: ClaimedStep,
+    ) -> None:
+        try:
+            await run_shared_step(
+                step,
+                queue=queue,
+                executor=executor,
+                registry=registry,
+                codec=self._codec,
+                worker_id=self.worker_id,
+                ttl=self.claim_ttl,
+            )
+        except Exception:
+            ref = step.ticket.ref
+            logger.exception(
+                "worker %s: shared step %r of %r stopped with an error; its lease will lapse",
+                self.worker_id,
+                ref.step_key,
+                ref.instance_id,
+            )
 
     async def _claim(self, definitions: dict[str, str], limit: int) -> list[Claim]:
         try:
@@ -146,10 +222,9 @@ class Worker:
         self, stop: asyncio.Event, slot_freed: asyncio.Event, *, wait_for_work: bool
     ) -> None:
         """Wait for a stop, a free slot, or (with slots free) new work or the poll interval."""
-        waiters: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(slot_freed.wait()),
-        ]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(slot_freed.wait())]
+        if not stop.is_set():  # once stopping, only the last instances' steps matter
+            waiters.append(asyncio.ensure_future(stop.wait()))
         if wait_for_work:
             waiters.append(asyncio.ensure_future(self.backend.wait_for_work(self.poll_interval)))
         try:

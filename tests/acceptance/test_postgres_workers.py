@@ -1,35 +1,31 @@
 """Worker processes on one PostgreSQL: SIGKILL one, freeze one, and check the outcome.
 
-Each worker is a real subprocess running ``Worker.run`` over ``PostgresBackend``. Every
-step appends ``"<instance> <step> <attempt> <worker> started|done"`` to a log file and
-fsyncs it, so the log shows exactly which step bodies ran even after a SIGKILL. The
-database is read afterwards through ``PostgresBackend``.
+Each worker is a real subprocess running ``Worker.run`` over ``PostgresBackend`` (see
+``tests/worker_fleet.py``). Every step appends ``"<instance> <step> <attempt> <worker>
+started|done"`` to the fleet's log, so the log shows exactly which step bodies ran even
+after a SIGKILL. The database is read afterwards through ``PostgresBackend``.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres_service import postgres_database, postgres_schema, run_sync
+from postgres_service import postgres_database, postgres_schema
+from worker_fleet import Fleet, started_counts, wait_until
 
-from sayiir_core import Flow, WorkflowClient, task
-from sayiir_core.backends.postgres import PostgresBackend
+from sayiir_core import Flow, task
 
 __all__ = ["postgres_database", "postgres_schema"]
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = ["a", "b", "c", "d", "e"]
 CLAIM_TTL = 1.5
 
@@ -104,108 +100,18 @@ def _workflow() -> Any:
     return flow.build()
 
 
-class Fleet:
-    """Worker subprocesses sharing one schema and one log file."""
-
-    def __init__(self, tmp_path: Path, url: str, schema: str) -> None:
-        self.script = tmp_path / "chaos_app.py"
-        self.script.write_text(APP)
-        self.log = tmp_path / "steps.log"
-        self.url = url
-        self.schema = schema
-        self.processes: list[subprocess.Popen[str]] = []
-
-    def start(self, worker_id: str, **knobs: str) -> subprocess.Popen[str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
-        env.update(
-            CHAOS_LOG=str(self.log),
-            CHAOS_WORKER=worker_id,
-            CHAOS_URL=self.url,
-            CHAOS_SCHEMA=self.schema,
-            **knobs,
-        )
-        stderr = self.log.with_name(f"{worker_id}.stderr")
-        with stderr.open("w") as errors:
-            process = subprocess.Popen(
-                [sys.executable, str(self.script)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=errors,
-                text=True,
-            )
-        self.processes.append(process)
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready", stderr.read_text()
-        return process
-
-    def lines(self) -> list[str]:
-        return self.log.read_text().splitlines() if self.log.exists() else []
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGCONT)
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
-
-
 @pytest.fixture
 def fleet(tmp_path: Path, postgres_schema: tuple[str, str]) -> Iterator[Fleet]:
     url, schema = postgres_schema
-    fleet = Fleet(tmp_path, url, schema)
+    fleet = Fleet(tmp_path, url, schema, APP)
     try:
         yield fleet
     finally:
         fleet.stop_all()
 
 
-def _client(fleet: Fleet) -> WorkflowClient:
-    return WorkflowClient(PostgresBackend(fleet.url, schema=fleet.schema))
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _history_counts(fleet: Fleet, instance_ids: list[str]) -> Counter[tuple[str, str]]:
-    async def read() -> Counter[tuple[str, str]]:
-        backend = PostgresBackend(fleet.url, schema=fleet.schema)
-        await backend.open()
-        try:
-            counts: Counter[tuple[str, str]] = Counter()
-            for instance_id in instance_ids:
-                for event in await backend.history(instance_id):
-                    if event.kind == "task_completed" and event.step_key is not None:
-                        counts[(instance_id, event.step_key)] += 1
-            return counts
-        finally:
-            await backend.close()
-
-    return run_sync(read())
-
-
-def _started(lines: list[str]) -> Counter[tuple[str, str]]:
-    return Counter(
-        (line.split()[0], line.split()[1]) for line in lines if line.endswith(" started")
-    )
-
-
 def test_the_survivor_finishes_every_workflow_after_a_sigkill(fleet: Fleet) -> None:
-    client = _client(fleet)
+    client = fleet.client()
     workflow = _workflow()
     instance_ids = [f"kill-{n}" for n in range(8)]
     for instance_id in instance_ids:
@@ -213,7 +119,7 @@ def test_the_survivor_finishes_every_workflow_after_a_sigkill(fleet: Fleet) -> N
     doomed = fleet.start("doomed", CHAOS_STEP_SECONDS="0.2")
 
     # Let the doomed worker get well into its claimed instances, then kill it.
-    _wait_until(lambda: len(fleet.lines()) >= 6, 30, "the first steps to run")
+    wait_until(lambda: len(fleet.lines()) >= 6, 30, "the first steps to run")
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.wait()
     fleet.start("survivor")
@@ -221,53 +127,53 @@ def test_the_survivor_finishes_every_workflow_after_a_sigkill(fleet: Fleet) -> N
     def all_completed() -> bool:
         return all(client.status(i).is_completed() for i in instance_ids)
 
-    _wait_until(all_completed, 60, "every instance to complete")
+    wait_until(all_completed, 60, "every instance to complete")
 
     for instance_id in instance_ids:
         output = client.status(instance_id).output
         assert [name for name, _ in output] == STEPS
-    started = _started(fleet.lines())
+    started = started_counts(fleet.lines())
     assert max(started.values()) <= 2, started  # only the interrupted step runs twice
-    assert set(_history_counts(fleet, instance_ids).values()) == {1}
+    assert set(fleet.completed_counts(instance_ids).values()) == {1}
     assert {worker for i in instance_ids for _, worker in client.status(i).output} >= {"survivor"}
     client.close()
 
 
 def test_a_frozen_worker_cannot_overwrite_a_step_taken_over_by_another(fleet: Fleet) -> None:
-    client = _client(fleet)
+    client = fleet.client()
     client.submit(_workflow(), "frozen-1", [])
     frozen = fleet.start("frozen", CHAOS_SLOW_STEP="b")
 
-    _wait_until(lambda: "frozen-1 b 1 frozen started" in fleet.lines(), 30, "step b to start")
+    wait_until(lambda: "frozen-1 b 1 frozen started" in fleet.lines(), 30, "step b to start")
     os.kill(frozen.pid, signal.SIGSTOP)
     time.sleep(CLAIM_TTL + 0.5)  # the lease runs out while the worker is frozen
     fleet.start("rescuer", CHAOS_SLOW_STEP="none")
-    _wait_until(lambda: client.status("frozen-1").is_completed(), 60, "the rescue")
+    wait_until(lambda: client.status("frozen-1").is_completed(), 60, "the rescue")
     os.kill(frozen.pid, signal.SIGCONT)
     # The frozen worker wakes up, finishes its copy of step b and tries to write it.
-    _wait_until(lambda: "frozen-1 b 1 frozen done" in fleet.lines(), 30, "the zombie's step b")
+    wait_until(lambda: "frozen-1 b 1 frozen done" in fleet.lines(), 30, "the zombie's step b")
     time.sleep(0.5)
 
     output = client.status("frozen-1").output
     assert output[1] == ["b", "rescuer"]
     assert client.get_task_result("frozen-1", "b") == [["a", "frozen"], ["b", "rescuer"]]
-    counts = _history_counts(fleet, ["frozen-1"])
+    counts = fleet.completed_counts(["frozen-1"])
     assert counts[("frozen-1", "b")] == 1
     assert set(counts.values()) == {1}
     client.close()
 
 
 def test_a_sigterm_finishes_the_running_step_and_hands_over(fleet: Fleet) -> None:
-    client = _client(fleet)
+    client = fleet.client()
     client.submit(_workflow(), "graceful-1", [])
     worker = fleet.start("graceful", CHAOS_STEP_SECONDS="0.3")
-    _wait_until(lambda: len(fleet.lines()) >= 1, 30, "the first step")
+    wait_until(lambda: len(fleet.lines()) >= 1, 30, "the first step")
 
     worker.terminate()  # SIGTERM: finish the running step, release the claim
     assert worker.wait(timeout=20) == 0
     assert client.status("graceful-1").status in ("pending", "running")
     fleet.start("next")
-    _wait_until(lambda: client.status("graceful-1").is_completed(), 30, "the next worker")
-    started = _started(fleet.lines())
+    wait_until(lambda: client.status("graceful-1").is_completed(), 30, "the next worker")
+    started = started_counts(fleet.lines())
     assert max(started.values()) == 1, started  # a graceful stop re-runs nothing
     client.close()

@@ -95,6 +95,36 @@ CREATE TABLE sayiir_history (
     PRIMARY KEY (instance_id, seq)
 );
 
+-- The shared step queue (sayiir_core/backends/step_queue.py): steps an instance's
+-- orchestrator hands to any worker. A row is queued (owner NULL), running (owner and
+-- lease) or finished (finished_at set, with output or error). claim_token fences
+-- finish_step. A row goes with the commit that checkpoints its step, with the
+-- instance's final commit, or with the instance.
+CREATE TABLE sayiir_steps (
+    instance_id     text NOT NULL
+        REFERENCES sayiir_instances (instance_id) ON DELETE CASCADE,
+    step_key        text NOT NULL,
+    attempt         integer NOT NULL,
+    workflow_id     text NOT NULL,
+    definition_hash text NOT NULL,
+    input           bytea NOT NULL,
+    priority        integer NOT NULL,
+    queued_at       double precision NOT NULL,
+    owner           text,
+    claim_token     bigint NOT NULL DEFAULT 0,
+    lease_until     double precision,
+    worker_id       text,
+    started_at      double precision,
+    finished_at     double precision,
+    output          bytea,
+    error           json,
+    PRIMARY KEY (instance_id, step_key, attempt)
+);
+
+-- Unfinished steps in claim order.
+CREATE INDEX sayiir_steps_claimable ON sayiir_steps (priority, queued_at)
+    WHERE finished_at IS NULL;
+
 -- Payloads over ~2 KB are TOASTed (compressed, moved out of line). lz4 does that several
 -- times faster than the default pglz (benchmarks/pg_payload_format.py: a 100 KB JSON
 -- checkpoint inserted in about 1 ms instead of 2.6 ms); a server without lz4 keeps pglz.
@@ -105,6 +135,9 @@ BEGIN
         ALTER COLUMN output SET COMPRESSION lz4;
     ALTER TABLE sayiir_checkpoints ALTER COLUMN payload SET COMPRESSION lz4;
     ALTER TABLE sayiir_signals ALTER COLUMN payload SET COMPRESSION lz4;
+    ALTER TABLE sayiir_steps
+        ALTER COLUMN input SET COMPRESSION lz4,
+        ALTER COLUMN output SET COMPRESSION lz4;
 EXCEPTION WHEN feature_not_supported THEN
     NULL;
 END

@@ -1,0 +1,108 @@
+"""The shared step queue: how one instance's parallel steps run on several workers.
+
+An instance is advanced by the one worker holding its claim (the *orchestrator*): only
+it feeds the machine and writes checkpoints, so a join fires exactly once. When the
+instance has more than one step ready at a time (fork branches, ``map`` items), the
+orchestrator runs one itself and *publishes* the others here; any worker with the same
+workflow definition claims them (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), runs them
+under a lease of their own and stores the outcome. The orchestrator reads the outcomes
+back and checkpoints them; the commit that checkpoints a step deletes its queue rows in
+the same transaction, and a finished instance's rows go with its final commit.
+
+Fencing: a step claim has a token, bumped on every claim. ``finish_step`` only writes
+under the current token, so a worker whose step lease ran out (frozen, cut off) cannot
+overwrite the outcome of the worker that took the step over. A crash of the
+orchestrator loses nothing either: the next owner of the instance asks for the same
+``(step_key, attempt)`` again, which finds the queued, running or finished row.
+
+A backend offers the queue by implementing ``StepQueue`` next to ``Backend``; workers
+on a backend without it run every step of an instance themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from sayiir_core.machine.state import ErrorInfo
+
+
+@dataclass(frozen=True, slots=True)
+class StepRef:
+    """Names one attempt of one step of one instance."""
+
+    instance_id: str
+    step_key: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepTicket:
+    """A step published for any worker: what it needs to run it."""
+
+    ref: StepRef
+    workflow_id: str
+    definition_hash: str
+    input: bytes
+    priority: int
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedStep:
+    """Proof of a step claim: pass ``token`` to ``renew_step`` and ``finish_step``."""
+
+    ticket: StepTicket
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """How an attempt went, as the worker that ran it stored it.
+
+    ``output`` is the codec-encoded return value when ``error`` is ``None``.
+    """
+
+    worker_id: str
+    started_at: float
+    finished_at: float
+    output: bytes | None = None
+    error: ErrorInfo | None = None
+    retryable: bool = False
+    traceback: str = ""
+
+
+@runtime_checkable
+class StepQueue(Protocol):
+    """Storage for published steps; implemented by backends that share steps."""
+
+    async def publish_steps(self, tickets: Sequence[StepTicket]) -> None:
+        """Queue steps for any worker; a ticket already queued (same ref) is left as is."""
+        ...
+
+    async def claim_steps(
+        self, owner: str, workflows: Mapping[str, str], ttl: float, now: float, limit: int
+    ) -> list[ClaimedStep]:
+        """Claim up to ``limit`` queued steps, or running ones whose lease expired.
+
+        Only steps of the given ``{workflow_id: definition_hash}`` and of unfinished
+        instances; most urgent priority first, then oldest.
+        """
+        ...
+
+    async def renew_step(self, ref: StepRef, token: int, ttl: float, now: float) -> bool:
+        """Extend a step lease; False when the step was taken over or withdrawn."""
+        ...
+
+    async def finish_step(self, ref: StepRef, token: int, result: StepResult) -> bool:
+        """Store the outcome under claim ``token``; False (nothing written) if it moved on."""
+        ...
+
+    async def step_results(self, refs: Sequence[StepRef]) -> dict[StepRef, StepResult]:
+        """The stored outcomes among ``refs`` (steps still queued or running are absent)."""
+        ...
+
+    async def wait_for_step_results(self, max_wait: float) -> None:
+        """Return when a step may have finished, or after ``max_wait`` seconds."""
+        ...

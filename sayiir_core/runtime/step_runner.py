@@ -1,0 +1,117 @@
+"""Running a step claimed from the shared step queue (see ``step_queue.py``).
+
+The worker that runs a shared step never touches the instance: it runs the function
+with the worker's executor, keeps the step's lease alive, and stores the outcome for
+the instance's orchestrator to checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+
+from sayiir_core.backends.step_queue import ClaimedStep, StepQueue, StepResult
+from sayiir_core.codec import Codec
+from sayiir_core.machine.advance import task_id_of_key
+from sayiir_core.machine.state import ErrorInfo
+from sayiir_core.runtime.executor import Executor, TaskOutcome, TaskRequest, TaskSucceeded
+from sayiir_core.workflow.workflow import Workflow
+
+logger = logging.getLogger("sayiir.worker")
+
+RENEW_AT_MOST_EVERY = 2.0
+
+
+async def run_shared_step(
+    claimed: ClaimedStep,
+    *,
+    queue: StepQueue,
+    executor: Executor,
+    registry: Mapping[str, Workflow],
+    codec: Codec,
+    worker_id: str,
+    ttl: float,
+) -> None:
+    """Run one claimed step to its stored outcome, unless its lease is lost meanwhile."""
+    ref = claimed.ticket.ref
+    started = time.time()
+    request = _request(claimed, registry, codec)
+    if isinstance(request, ErrorInfo):
+        result = StepResult(worker_id, started, time.time(), error=request)
+    else:
+        run = asyncio.ensure_future(executor.execute(request))
+        heartbeat = asyncio.create_task(_keep_lease(claimed, queue, ttl, run))
+        try:
+            outcome = await run
+        except asyncio.CancelledError:
+            if heartbeat.done() and not heartbeat.cancelled() and heartbeat.result() is False:
+                logger.info("[%s] shared step %s withdrawn or taken over", ref.instance_id, ref)
+                return
+            raise
+        finally:
+            heartbeat.cancel()
+            run.cancel()
+        result = _result(outcome, worker_id)
+    if not await queue.finish_step(ref, claimed.token, result):
+        logger.info(
+            "[%s] step %r attempt %d: taken over meanwhile; result discarded",
+            ref.instance_id,
+            ref.step_key,
+            ref.attempt,
+        )
+
+
+def _request(
+    claimed: ClaimedStep, registry: Mapping[str, Workflow], codec: Codec
+) -> TaskRequest | ErrorInfo:
+    ticket, ref = claimed.ticket, claimed.ticket.ref
+    workflow = registry[ticket.workflow_id]
+    task = workflow.tasks.get(task_id_of_key(ref.step_key))
+    if task is None:  # cannot happen while definition hashes match; say so if it does
+        message = f"workflow {workflow.workflow_id!r} has no step {ref.step_key!r}"
+        return ErrorInfo("WorkflowError", message, ref.step_key, "workflow")
+    return TaskRequest(
+        workflow_id=ticket.workflow_id,
+        instance_id=ref.instance_id,
+        key=ref.step_key,
+        task=task,
+        input=codec.decode(ticket.input),
+        attempt=ref.attempt,
+        workflow_metadata=workflow.metadata,
+    )
+
+
+async def _keep_lease(
+    claimed: ClaimedStep, queue: StepQueue, ttl: float, run: asyncio.Future[TaskOutcome]
+) -> bool:
+    """Renew the lease; once it is lost stop the step (its outcome is not ours any more).
+
+    Renewing is also how a cancel reaches the step: the instance's final commit drops
+    its queued steps, so the renewal at most ``RENEW_AT_MOST_EVERY`` seconds later fails.
+    """
+    while True:
+        await asyncio.sleep(min(ttl / 3, RENEW_AT_MOST_EVERY))
+        renewed: bool | None = None
+        with contextlib.suppress(Exception):  # unreachable storage: the next beat retries
+            renewed = await queue.renew_step(claimed.ticket.ref, claimed.token, ttl, time.time())
+        if renewed is False:
+            run.cancel()
+            return False
+
+
+def _result(outcome: TaskOutcome, worker_id: str) -> StepResult:
+    if isinstance(outcome, TaskSucceeded):
+        return StepResult(
+            worker_id, outcome.started_at, outcome.finished_at, output=outcome.encoded
+        )
+    return StepResult(
+        worker_id,
+        outcome.started_at,
+        outcome.finished_at,
+        error=outcome.error,
+        retryable=outcome.retryable,
+        traceback=outcome.traceback,
+    )
