@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from sayiir_core.backends.base import ControlRequest, HistoryEvent, InstanceRecord, StepWrite
 from sayiir_core.backends.rules import committed_record
 from sayiir_core.errors import BackendError
@@ -90,8 +92,8 @@ def event_from_row(row: Sequence[Any]) -> HistoryEvent:
 
 def to_json(value: Mapping[str, Any], what: str) -> str:
     try:
-        return json.dumps(value, separators=(",", ":"), default=_plain_mapping)
-    except (TypeError, ValueError) as exc:
+        return orjson.dumps(value, default=_plain_mapping).decode()
+    except TypeError as exc:
         raise BackendError(f"cannot store {what} as JSON: {exc}") from exc
 
 

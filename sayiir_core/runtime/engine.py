@@ -27,7 +27,7 @@ from sayiir_core.backends.base import (
     NewInstance,
     StepWrite,
 )
-from sayiir_core.backends.rules import missing
+from sayiir_core.backends.rules import committed_record, missing
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import (
     DefinitionMismatchError,
@@ -133,7 +133,7 @@ class Engine:
         if not created:
             return status_from(record, self.codec)
         snapshot = start(self.codec.decode(record.input))
-        return await self._run_owned(workflow, instance_id, snapshot, record.claim_token, None)
+        return await self._run_owned(workflow, record, snapshot, record.claim_token, None)
 
     async def resume(
         self, workflow: Workflow, instance_id: str, *, allow_definition_change: bool = False
@@ -191,13 +191,13 @@ class Engine:
         elif record.control_request is ControlRequest.PAUSE:
             first = PauseRequested()
         return await self._run_owned(
-            workflow, record.instance_id, snapshot, claim.token, first, park=park, stop=stop
+            workflow, record, snapshot, claim.token, first, park=park, stop=stop
         )
 
     async def _run_owned(
         self,
         workflow: Workflow,
-        instance_id: str,
+        record: InstanceRecord,
         snapshot: Snapshot,
         token: int,
         first: Event | None,
@@ -205,6 +205,8 @@ class Engine:
         park: ParkPolicy = DURABLE_RUN,
         stop: asyncio.Event | None = None,
     ) -> WorkflowStatus:
+        """Run until the instance finishes or parks; ``record`` is it as claimed."""
+        instance_id = record.instance_id
         while True:
             sink = _ClaimedSink(self.backend, instance_id, token, self.on_event)
             runner = InstanceRunner(
@@ -228,6 +230,12 @@ class Engine:
                 instance_id, self.owner_id, self.lease_ttl, self._clock()
             )
             snapshot, token, first = snapshot_from(claim.instance, self.codec), claim.token, None
+            record = claim.instance.record
+        final = sink.last_write
+        if final is not None and final.status in (Status.COMPLETED, Status.FAILED):
+            # Finished by its own last write, nothing anyone else set: no need to read
+            # the record back (cancelled ones carry the canceller's reason, so they do).
+            return status_from(committed_record(record, final), self.codec)
         return status_from(await self._require(instance_id), self.codec)
 
     async def _run_with_heartbeat(
@@ -459,9 +467,11 @@ class _ClaimedSink:
         self._token = token
         self._on_event = on_event
         self.lost = False
+        self.last_write: StepWrite | None = None
 
     async def write(self, write: StepWrite) -> ControlRequest | None:
         request = await self._backend.commit(self._instance_id, self._token, write)
+        self.last_write = write
         if self._on_event is not None:
             for event in write.events:
                 self._on_event(self._instance_id, event)
