@@ -176,7 +176,16 @@ def _add_worker_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("targets", metavar="MODULE:ATTR", nargs="+", help="workflows to serve")
     sub.add_argument("--id", dest="worker_id", help="worker id (default: host:pid:random)")
     sub.add_argument(
-        "--concurrency", type=_positive_int, default=8, help="instances run at once (default: 8)"
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        help="instances run at once, and shared steps run at once (default: 8)",
+    )
+    sub.add_argument(
+        "--no-share-steps",
+        dest="share_steps",
+        action="store_false",
+        help="run all parallel steps of an instance here instead of sharing them",
     )
     sub.add_argument(
         "--poll-interval",

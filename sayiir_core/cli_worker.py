@@ -46,6 +46,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         poll_interval=args.poll_interval,
         claim_ttl=args.claim_ttl,
         backend_label=redact(url),
+        share_steps=args.share_steps,
     )
     return run_worker(workflows, backend, options)
 
@@ -57,6 +58,7 @@ class WorkerOptions:
     poll_interval: float
     claim_ttl: float
     backend_label: str
+    share_steps: bool = True
 
 
 def run_worker(workflows: Sequence[Workflow], backend: Backend, options: WorkerOptions) -> int:
@@ -85,6 +87,7 @@ async def _serve(workflows: list[Workflow], backend: Backend, options: WorkerOpt
         claim_ttl=options.claim_ttl,
         concurrency=options.concurrency,
         on_event=_event_logger(symbols_for(sys.stderr)),
+        share_steps=options.share_steps,
     )
     stop = asyncio.Event()
     shutdown = _Shutdown(stop, asyncio.current_task())

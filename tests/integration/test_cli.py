@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import sayiir_core
-from sayiir_core.cli import main
+from sayiir_core.cli import build_parser, main
 from sayiir_core.cli_output import ASCII, UNICODE, symbols_for
 
 REPO_ROOT = Path(sayiir_core.__file__).resolve().parents[1]
@@ -575,3 +575,9 @@ def test_python_m_reports_errors_without_a_traceback(flows: str, tmp_path: Path)
     )
     assert result.returncode == 1
     assert result.stderr == "error: no workflow instance 'ghost'\n"
+
+
+def test_worker_shares_parallel_steps_unless_told_not_to() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["worker", "flows:greet"]).share_steps is True
+    assert parser.parse_args(["worker", "flows:greet", "--no-share-steps"]).share_steps is False
