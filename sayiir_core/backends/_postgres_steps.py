@@ -8,7 +8,7 @@ own, so workers are not woken for every finished step).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sayiir_core.backends._postgres_listen import WorkListener
@@ -55,6 +55,7 @@ class StepStatements:
                   ON s.workflow_id = d.workflow_id AND s.definition_hash = d.definition_hash
                 WHERE s.finished_at IS NULL
                   AND (s.owner IS NULL OR s.lease_until <= $3::float8)
+                  AND ($7::text[] IS NULL OR s.instance_id = ANY($7::text[]))
                   AND EXISTS (SELECT 1 FROM {t}.sayiir_instances AS i
                               WHERE i.instance_id = s.instance_id
                                 AND i.status NOT IN ({_FINISHED}))
@@ -63,7 +64,8 @@ class StepStatements:
                 FOR UPDATE OF s SKIP LOCKED
             )
             UPDATE {t}.sayiir_steps AS s
-            SET owner = $5, claim_token = s.claim_token + 1, lease_until = $6::float8
+            SET owner = $5, claim_token = nextval('{t}.sayiir_step_tokens'),
+                lease_until = $6::float8
             FROM candidates AS c
             WHERE s.instance_id = c.instance_id AND s.step_key = c.step_key
               AND s.attempt = c.attempt
@@ -125,21 +127,32 @@ class PostgresStepQueue:
         await self._session.run("publish_steps", body, idempotent=True)
 
     async def claim_steps(
-        self, owner: str, workflows: Mapping[str, str], ttl: float, now: float, limit: int
+        self,
+        owner: str,
+        workflows: Mapping[str, str],
+        ttl: float,
+        now: float,
+        limit: int,
+        *,
+        instances: Collection[str] | None = None,
     ) -> list[ClaimedStep]:
         if limit < 1 or not workflows:
             return []
         lease_until = now + ttl
         ids, hashes = list(workflows), list(workflows.values())
+        only = list(instances) if instances is not None else None
+        params = [ids, hashes, now, limit, owner, lease_until, only]
 
         async def body(conn: Conn, attempt: Attempt) -> list[ClaimedStep]:
-            statement = self._steps_sql.claim
-            rows = await attempt.write(conn, statement, ids, hashes, now, limit, owner, lease_until)
-            return _claimed(rows)
+            return _claimed(await attempt.write(conn, self._steps_sql.claim, *params))
 
         async def resolve(conn: Conn) -> Done[list[ClaimedStep]] | None:
             rows = await conn.fetch(self._steps_sql.claimed_by, owner, lease_until)
-            found = [row for row in rows if workflows.get(row[3]) == row[4]]
+            found = [
+                row
+                for row in rows
+                if workflows.get(row[3]) == row[4] and (only is None or row[0] in only)
+            ]
             return Done(_claimed(found)) if found else None
 
         return await self._session.run("claim_steps", body, resolve=resolve)

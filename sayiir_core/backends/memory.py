@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sayiir_core.backends.base import (
@@ -83,6 +83,7 @@ class InMemoryBackend:
         self._order: dict[str, int] = {}
         self._notifier = WorkNotifier()
         self._step_notifier = WorkNotifier()
+        self._step_tokens = 0
 
     def __repr__(self) -> str:
         return f"InMemoryBackend(instances={len(self._instances)})"
@@ -199,6 +200,8 @@ class InMemoryBackend:
             stored = self._require(instance_id)
             stored.record, events = apply_control_request(stored.record, request, reason, by, now)
             stored.append_events(events)
+            if stored.record.status.is_terminal:
+                stored.steps.clear()
             return stored.record
 
     async def unpause(self, instance_id: str, now: float) -> InstanceRecord:
@@ -284,7 +287,14 @@ class InMemoryBackend:
         self._notifier.notify()
 
     async def claim_steps(
-        self, owner: str, workflows: Mapping[str, str], ttl: float, now: float, limit: int
+        self,
+        owner: str,
+        workflows: Mapping[str, str],
+        ttl: float,
+        now: float,
+        limit: int,
+        *,
+        instances: Collection[str] | None = None,
     ) -> list[ClaimedStep]:
         with self._lock:
             candidates = sorted(
@@ -292,6 +302,7 @@ class InMemoryBackend:
                     step
                     for stored in self._instances.values()
                     if not stored.record.status.is_terminal
+                    and (instances is None or stored.record.instance_id in instances)
                     for step in stored.steps.values()
                     if workflows.get(step.ticket.workflow_id) == step.ticket.definition_hash
                     and step.result is None
@@ -301,7 +312,8 @@ class InMemoryBackend:
             )
             claimed = []
             for step in candidates[: max(limit, 0)]:
-                step.owner, step.token, step.lease_until = owner, step.token + 1, now + ttl
+                self._step_tokens += 1  # one counter: a re-published step never reuses one
+                step.owner, step.token, step.lease_until = owner, self._step_tokens, now + ttl
                 claimed.append(ClaimedStep(step.ticket, step.token))
             return claimed
 

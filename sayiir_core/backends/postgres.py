@@ -342,6 +342,8 @@ class PostgresBackend(PostgresStepQueue):
                     await conn.execute(
                         self._sql.save_record, *sql.save_params(updated, events, None)
                     )
+                if updated.status.is_terminal:  # cancelled at once: nobody checkpoints
+                    await conn.execute(self._steps_sql.delete_of_instance, instance_id)
             return updated
 
         return await self._session.run(str(request), body)

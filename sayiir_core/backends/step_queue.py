@@ -7,7 +7,8 @@ orchestrator runs one itself and *publishes* the others here; any worker with th
 workflow definition claims them (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), runs them
 under a lease of their own and stores the outcome. The orchestrator reads the outcomes
 back and checkpoints them; the commit that checkpoints a step deletes its queue rows in
-the same transaction, and a finished instance's rows go with its final commit.
+the same transaction, and a finished instance's rows go with its final commit (or
+with the cancel that finishes an instance nobody runs).
 
 Fencing: a step claim has a token, bumped on every claim. ``finish_step`` only writes
 under the current token, so a worker whose step lease ran out (frozen, cut off) cannot
@@ -21,7 +22,7 @@ on a backend without it run every step of an instance themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -82,12 +83,21 @@ class StepQueue(Protocol):
         ...
 
     async def claim_steps(
-        self, owner: str, workflows: Mapping[str, str], ttl: float, now: float, limit: int
+        self,
+        owner: str,
+        workflows: Mapping[str, str],
+        ttl: float,
+        now: float,
+        limit: int,
+        *,
+        instances: Collection[str] | None = None,
     ) -> list[ClaimedStep]:
         """Claim up to ``limit`` queued steps, or running ones whose lease expired.
 
         Only steps of the given ``{workflow_id: definition_hash}`` and of unfinished
-        instances; most urgent priority first, then oldest.
+        instances (only of ``instances``, if given); most urgent priority first, then
+        oldest. Claim tokens never repeat for a step, even if its row is deleted and
+        published again.
         """
         ...
 

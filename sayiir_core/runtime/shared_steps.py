@@ -9,14 +9,15 @@ cost nothing extra.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from sayiir_core.backends.step_queue import StepQueue, StepRef, StepResult, StepTicket
 from sayiir_core.codec import Codec
-from sayiir_core.errors import SerializationError
+from sayiir_core.errors import PayloadTooLargeError, SerializationError
 from sayiir_core.runtime.executor import (
     Executor,
     TaskFailedOutcome,
@@ -53,17 +54,39 @@ class SharingExecutor:
         self._definitions = dict(definitions)
         self._codec = codec
         self._running_here: Counter[str] = Counter()
+        self._taken_over: Counter[str] = Counter()
         self._publisher = _Publisher(queue)
         self._results = _ResultWatcher(queue, poll_interval)
 
     def close(self) -> None:
         self._local.close()
 
+    @contextlib.contextmanager
+    def taking_over(self, instance_id: str) -> Iterator[None]:
+        """While it lasts, every step of the instance goes through the queue.
+
+        For an instance taken over from another owner: its steps may be queued, running
+        or finished there already, and publishing the same ``(step, attempt)`` again
+        finds that row instead of running the step once more.
+        """
+        self._taken_over[instance_id] += 1
+        try:
+            yield
+        finally:
+            self._taken_over[instance_id] -= 1
+            if not self._taken_over[instance_id]:
+                del self._taken_over[instance_id]
+
     async def execute(self, request: TaskRequest) -> TaskOutcome:
-        ticket = self._ticket(request) if self._running_here[request.instance_id] else None
+        instance_id = request.instance_id
+        share = self._running_here[instance_id] or instance_id in self._taken_over
+        ticket = self._ticket(request) if share else None
         if ticket is None:
             return await self._run_here(request)
-        await self._publisher.publish(ticket)
+        try:
+            await self._publisher.publish(ticket)
+        except PayloadTooLargeError:
+            return await self._run_here(request)  # its input cannot be queued: run it here
         return _outcome(await self._results.wait(ticket.ref), self._codec)
 
     async def _run_here(self, request: TaskRequest) -> TaskOutcome:
@@ -148,7 +171,10 @@ class _ResultWatcher:
                 if future is not None and not future.done():
                     future.set_result(result)
             if self._waiting:
-                await self._queue.wait_for_step_results(self._poll_interval)
+                try:
+                    await self._queue.wait_for_step_results(self._poll_interval)
+                except Exception:  # no wake-ups for now: poll
+                    await asyncio.sleep(self._poll_interval)
 
 
 def _outcome(result: StepResult, codec: Codec) -> TaskOutcome:

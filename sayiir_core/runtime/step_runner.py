@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from sayiir_core.backends.step_queue import ClaimedStep, StepQueue, StepResult
 from sayiir_core.codec import Codec
+from sayiir_core.errors import PayloadTooLargeError
 from sayiir_core.machine.advance import task_id_of_key
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.runtime.executor import Executor, TaskOutcome, TaskRequest, TaskSucceeded
@@ -55,7 +56,15 @@ async def run_shared_step(
             heartbeat.cancel()
             run.cancel()
         result = _result(outcome, worker_id)
-    if not await queue.finish_step(ref, claimed.token, result):
+    try:
+        stored = await queue.finish_step(ref, claimed.token, result)
+    except PayloadTooLargeError as error:
+        # Storing it again would fail again: record the failure instead, as a step run
+        # by the instance's own runner does, so the instance fails rather than waits.
+        info = ErrorInfo("PayloadTooLargeError", str(error), ref.step_key, "serialization")
+        too_large = StepResult(worker_id, result.started_at, result.finished_at, error=info)
+        stored = await queue.finish_step(ref, claimed.token, too_large)
+    if not stored:
         logger.info(
             "[%s] step %r attempt %d: taken over meanwhile; result discarded",
             ref.instance_id,
@@ -73,12 +82,17 @@ def _request(
     if task is None:  # cannot happen while definition hashes match; say so if it does
         message = f"workflow {workflow.workflow_id!r} has no step {ref.step_key!r}"
         return ErrorInfo("WorkflowError", message, ref.step_key, "workflow")
+    try:
+        value = codec.decode(ticket.input)
+    except ValueError as error:  # written by another codec, say: every worker would fail
+        message = f"input of step {ref.step_key!r} cannot be decoded as {codec.name}: {error}"
+        return ErrorInfo("SerializationError", message, ref.step_key, "serialization")
     return TaskRequest(
         workflow_id=ticket.workflow_id,
         instance_id=ref.instance_id,
         key=ref.step_key,
         task=task,
-        input=codec.decode(ticket.input),
+        input=value,
         attempt=ref.attempt,
         workflow_metadata=workflow.metadata,
     )

@@ -18,7 +18,7 @@ import time
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-from sayiir_core.backends.base import Backend, Claim
+from sayiir_core.backends.base import Backend, Claim, InstanceRecord
 from sayiir_core.backends.step_queue import ClaimedStep, StepQueue
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import BackendError, LeaseLostError
@@ -28,6 +28,7 @@ from sayiir_core.runtime.loop_thread import loop_of_sync_api, submit
 from sayiir_core.runtime.runner import ParkPolicy
 from sayiir_core.runtime.shared_steps import SharingExecutor
 from sayiir_core.runtime.step_runner import run_shared_step
+from sayiir_core.status import Status
 from sayiir_core.workflow.workflow import Workflow
 
 logger = logging.getLogger("sayiir.worker")
@@ -115,16 +116,17 @@ class Worker:
             on_event=self._on_event,
         )
         await engine.open()
-        instances: set[asyncio.Task[None]] = set()
-        steps: set[asyncio.Task[None]] = set()
+        # Running tasks, each with the instance it works for.
+        instances: dict[asyncio.Task[None], str] = {}
+        steps: dict[asyncio.Task[None], str] = {}
         slot_freed = asyncio.Event()
 
         def spawn(
-            tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None], name: str
+            tasks: dict[asyncio.Task[None], str], work: Coroutine[Any, Any, None], of: str
         ) -> None:
-            task = asyncio.create_task(work, name=name)
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            task = asyncio.create_task(work, name=f"sayiir-worker:{of}")
+            tasks[task] = of
+            task.add_done_callback(lambda done: tasks.pop(done, None))
             task.add_done_callback(lambda _: slot_freed.set())
 
         try:
@@ -133,15 +135,16 @@ class Worker:
                 free_steps = self.concurrency - len(steps) if queue is not None else 0
                 claims = await self._claim(definitions, free) if free > 0 else []
                 for claim in claims:
-                    instance_id = claim.instance.record.instance_id
                     work = self._run_one(engine, registry, claim, stop)
-                    spawn(instances, work, f"sayiir-worker:{instance_id}")
+                    spawn(instances, work, claim.instance.record.instance_id)
                 shared: list[ClaimedStep] = []
                 if queue is not None and free_steps > 0:
-                    shared = await self._claim_steps(queue, definitions, free_steps)
+                    # Once stopping, only the steps its own instances wait for.
+                    mine = set(instances.values()) if stop.is_set() else None
+                    shared = await self._claim_steps(queue, definitions, free_steps, mine)
                     for step in shared:
                         work = self._run_step(queue, local, registry, step)
-                        spawn(steps, work, f"sayiir-step:{step.ticket.ref.step_key}")
+                        spawn(steps, work, step.ticket.ref.instance_id)
                 if (claims and len(claims) == free) or (shared and len(shared) == free_steps):
                     continue  # there may be more work than free slots: look again at once
                 slot_freed.clear()
@@ -164,11 +167,20 @@ class Worker:
         return None
 
     async def _claim_steps(
-        self, queue: StepQueue, definitions: dict[str, str], limit: int
+        self,
+        queue: StepQueue,
+        definitions: dict[str, str],
+        limit: int,
+        instances: set[str] | None,
     ) -> list[ClaimedStep]:
         try:
             return await queue.claim_steps(
-                self.worker_id, definitions, self.claim_ttl, time.time(), limit
+                self.worker_id,
+                definitions,
+                self.claim_ttl,
+                time.time(),
+                limit,
+                instances=instances,
             )
         except Exception:
             logger.exception("worker %s: claiming shared steps failed; retrying", self.worker_id)
@@ -246,7 +258,8 @@ class Worker:
         workflow = registry[record.workflow_id]
         try:
             check_definition(workflow, record, allow_change=False)
-            await engine.run_claimed(workflow, claim, self._park, stop=stop)
+            with _taking_over(engine.executor, record):
+                await engine.run_claimed(workflow, claim, self._park, stop=stop)
         except LeaseLostError as error:
             logger.warning("worker %s: %s", self.worker_id, error)
         except BackendError:
@@ -279,6 +292,19 @@ class Worker:
                 continue
             logger.info("[%s] handed back after a storage failure", instance_id)
             return
+
+
+def _taking_over(
+    executor: Executor, record: InstanceRecord
+) -> contextlib.AbstractContextManager[None]:
+    """Route the steps of an instance another owner was running through the step queue.
+
+    Only ``running`` instances can have shared steps in flight: a pending one never ran,
+    and a parked or paused one waited for its running steps before it parked.
+    """
+    if isinstance(executor, SharingExecutor) and record.status is Status.RUNNING:
+        return executor.taking_over(record.instance_id)
+    return contextlib.nullcontext()
 
 
 class WorkerHandle:

@@ -1,8 +1,10 @@
 """Fork branches spread over worker processes on one PostgreSQL, and survive their loss.
 
 The instance's owner (the orchestrator) runs one branch and queues the others; other
-worker processes claim them. The workers are real subprocesses (``tests/worker_fleet.py``);
-each branch body logs ``"<instance> <branch> <attempt> <worker> started|done"``.
+worker processes claim them. Branch bodies wait until all three have started, so that
+the test does not depend on how fast a worker process comes up. The workers are real
+subprocesses (``tests/worker_fleet.py``); each branch body logs ``"<instance> <branch>
+<attempt> <worker> started|done"``.
 """
 
 from __future__ import annotations
@@ -51,11 +53,28 @@ APP = textwrap.dedent(
             os.close(fd)
 
 
+    def wait_for_all_branches(instance_id):
+        # An orchestrator with one slot runs two branches at once at most: waiting until
+        # all three have started makes sure another worker took one, however slowly it
+        # came up.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open(LOG) as lines:
+                started = [
+                    line for line in lines
+                    if line.startswith(instance_id + " ") and line.rstrip().endswith(" started")
+                ]
+            if len(started) >= {len(BRANCHES)}:
+                return
+            time.sleep(0.05)
+
+
     def branch(name):
         def body(x):
             context = get_task_context()
             where = f"{{context.instance_id}} {{name}} {{context.attempt}} {{WORKER}}"
             log(where + " started")
+            wait_for_all_branches(context.instance_id)
             time.sleep(BRANCH_SECONDS)
             log(where + " done")
             return [name, WORKER, x]

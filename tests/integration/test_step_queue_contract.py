@@ -162,14 +162,52 @@ async def test_a_checkpoint_removes_every_attempt_of_its_step(queue: Any) -> Non
     assert await queue.step_results(refs) == {}
 
 
-async def test_steps_of_a_finished_instance_are_not_claimed(queue: Any) -> None:
+async def test_cancelling_an_instance_nobody_runs_drops_its_steps(queue: Any) -> None:
     token = await claimed(queue)
-    await queue.publish_steps([ticket()])
+    await queue.publish_steps([ticket("b"), ticket("c")])
+    (claim,) = await queue.claim_steps("w2", WORKFLOWS, TTL, NOW, 1)
+    await queue.finish_step(claim.ticket.ref, claim.token, succeeded())
     await queue.commit("i-1", token, StepWrite(Status.RUNNING, {}, NOW, release=True))
 
     await queue.request_control("i-1", ControlRequest.CANCEL, "stop", "test", NOW + 1)
 
+    assert await queue.step_results([ref("b"), ref("c")]) == {}  # the finished one too
     assert await queue.claim_steps("w2", WORKFLOWS, TTL, NOW + 2, 10) == []
+    # Published again, the queued one would still not be claimed for a cancelled instance.
+    await queue.publish_steps([ticket("d")])
+    assert await queue.claim_steps("w2", WORKFLOWS, TTL, NOW + 2, 10) == []
+
+
+async def test_a_step_published_again_never_reuses_an_old_token(queue: Any) -> None:
+    """A step deleted with its instance and published by the new one: the old claimant's
+    token must not fence in the new claim (terminate_existing, retry_from)."""
+    await claimed(queue)
+    await queue.publish_steps([ticket()])
+    (old,) = await queue.claim_steps("old", WORKFLOWS, TTL, NOW, 1)
+    await queue.create(new(now=NOW + 1), ConflictPolicy.TERMINATE_EXISTING)
+    await queue.claim("i-1", "w1", TTL, NOW + 1)
+    await queue.publish_steps([ticket(input=b"new input")])
+
+    (fresh,) = await queue.claim_steps("new", WORKFLOWS, TTL, NOW + 2, 1)
+
+    assert fresh.token != old.token
+    assert fresh.ticket.input == b"new input"
+    assert not await queue.renew_step(ref(), old.token, TTL, NOW + 3)
+    assert not await queue.finish_step(ref(), old.token, succeeded(b"stale", "old"))
+    assert await queue.finish_step(ref(), fresh.token, succeeded(b"8", "new"))
+    assert await queue.step_results([ref()]) == {ref(): succeeded(b"8", "new")}
+
+
+async def test_claims_can_be_limited_to_some_instances(queue: Any) -> None:
+    await claimed(queue, "i-1")
+    await claimed(queue, "i-2")
+    await queue.publish_steps([ticket(instance_id="i-1"), ticket(instance_id="i-2")])
+
+    (only,) = await queue.claim_steps("w2", WORKFLOWS, TTL, NOW, 10, instances={"i-2"})
+    assert only.ticket.ref.instance_id == "i-2"
+    assert await queue.claim_steps("w2", WORKFLOWS, TTL, NOW, 10, instances=set()) == []
+    (rest,) = await queue.claim_steps("w2", WORKFLOWS, TTL, NOW, 10)
+    assert rest.ticket.ref.instance_id == "i-1"
 
 
 async def test_retry_from_and_terminate_existing_drop_queued_steps(queue: Any) -> None:

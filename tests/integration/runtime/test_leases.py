@@ -251,7 +251,11 @@ def test_a_zombie_workers_late_completion_is_refused(
     wf = Flow("zombie").then(charge).build()
     client = WorkflowClient(durable_backend)
     client.submit(wf, "z-1", 1)
-    zombie = Worker("a", durable_backend, poll_interval=0.02, claim_ttl=0.3).start([wf])
+    # Not sharing steps: B, taking the instance over, queues its step, and only B may
+    # run it, so the history below tells B's run from A's.
+    zombie = Worker(
+        "a", durable_backend, poll_interval=0.02, claim_ttl=0.3, share_steps=False
+    ).start([wf])
     handles.append(zombie)
     assert frozen.wait(5)
     handles.append(Worker("b", durable_backend, poll_interval=0.02, claim_ttl=0.3).start([wf]))

@@ -1,9 +1,10 @@
 """Parallel steps shared between workers through the step queue (memory, PostgreSQL).
 
 Two workers in this process share one backend. The tests give the orchestrating worker
-one slot (one instance, one shared step at a time) and start the helper only once the
-orchestrator owns the instance, so some steps of a fork must go to the helper: where a
-step ran is then certain, not a race.
+one slot (one instance, one shared step at a time), so it runs at most two steps at once,
+and start the helper only once the orchestrator owns the instance. Where it matters the
+steps wait at a ``Barrier`` until three of them run at once: one of those must be the
+helper's, so where a step ran is certain, not a race.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from sayiir_core import (
     get_task_context,
     task,
 )
-from sayiir_core.backends.step_queue import StepQueue
+from sayiir_core.backends import ConflictPolicy, NewInstance, StepWrite
+from sayiir_core.backends.step_queue import StepQueue, StepRef, StepResult, StepTicket
 from sayiir_core.runtime.loop_thread import run_sync
+from sayiir_core.status import Status
 
 from .helpers import wait_until
 
@@ -77,6 +80,38 @@ def where(name: str, seconds: float = 0.2) -> Any:
     return body
 
 
+class Barrier:
+    """Steps wait here until ``parties`` of them have arrived (at most 10 s)."""
+
+    def __init__(self, parties: int) -> None:
+        self._parties = parties
+        self._arrived = 0
+        self._lock = threading.Lock()
+        self._open = threading.Event()
+
+    async def arrive(self) -> None:
+        with self._lock:
+            self._arrived += 1
+            if self._arrived >= self._parties:
+                self._open.set()
+        for _ in range(1000):
+            if self._open.is_set():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"only {self._arrived} of {self._parties} steps ran at once")
+
+
+def gated(name: str, barrier: Barrier) -> Any:
+    """A branch that returns ``[name, instance, input]`` once the barrier opens."""
+
+    @task(name)
+    async def body(x: Any) -> list[Any]:
+        await barrier.arrive()
+        return [name, get_task_context().instance_id, x]
+
+    return body
+
+
 def three_branch_fork(name: str, *branches: Any) -> Workflow:
     fork = Flow(name).fork()
     for branch in branches or (where("left"), where("middle"), where("right")):
@@ -106,7 +141,9 @@ def completed_by(client: WorkflowClient, instance_id: str) -> dict[str, str | No
 def test_fork_branches_run_on_two_workers_and_join_once(
     durable_backend: Backend, start_worker: HandleStarter
 ) -> None:
-    workflow = three_branch_fork("spread")
+    barrier = Barrier(3)
+    branches = [gated(name, barrier) for name in ("left", "middle", "right")]
+    workflow = three_branch_fork("spread", *branches)
     start_worker("orchestrator", [workflow], concurrency=1)
     client = WorkflowClient(durable_backend)
 
@@ -180,9 +217,11 @@ def test_a_shared_branch_failing_fails_the_instance_with_its_error(
 def test_map_items_are_shared_and_come_back_in_input_order(
     durable_backend: Backend, start_worker: HandleStarter
 ) -> None:
+    barrier = Barrier(3)
+
     @task("double")
     async def double(x: int) -> list[Any]:
-        await asyncio.sleep(0.05)
+        await barrier.arrive()
         return [x * 2, get_task_context().instance_id]
 
     workflow = Flow("mapping").map(double).build()
@@ -268,3 +307,91 @@ def test_a_stopping_worker_runs_the_steps_its_instances_wait_for(
     for branch in ("first", "second", "third"):
         assert client.get_task_result("stop-1", branch) is not None, branch
     assert client.status("stop-1").status in ("pending", "running", "completed")
+
+
+@pytest.mark.postgres
+def test_a_shared_step_whose_output_is_too_large_fails_the_instance(
+    postgres_schema: tuple[str, str],
+) -> None:
+    """Its outcome cannot be stored: the instance fails, instead of the step running on."""
+    from sayiir_core.backends.postgres import PostgresBackend
+
+    url, schema = postgres_schema
+    backend = PostgresBackend(url, schema=schema, max_payload_bytes=300)
+    runs = []
+
+    @task("grow")
+    async def grow(n: int) -> str:
+        runs.append(n)
+        await asyncio.sleep(0.2)
+        return "x" * (100 if n == 0 else 500)
+
+    workflow = Flow("growing").map(grow).build()
+    handle = Worker("only", backend, poll_interval=0.05, claim_ttl=1.0, concurrency=1).start(
+        [workflow]
+    )
+    client = WorkflowClient(backend)
+    try:
+        client.submit(workflow, "big-1", [0, 1])
+        wait_until(lambda: client.status("big-1").is_finished(), what="the failure")
+
+        status = client.status("big-1")
+        assert status.is_failed()
+        assert status.error_type == "PayloadTooLargeError"
+        assert status.failed_task_id == "grow[1]"
+        assert sorted(runs) == [0, 1]  # not run again and again
+    finally:
+        handle.shutdown()
+        handle.join(10)
+        assert not handle.is_alive()
+        client.close()
+
+
+def test_a_new_owner_reads_back_a_shared_step_that_finished_instead_of_running_it(
+    durable_backend: Backend, start_worker: HandleStarter
+) -> None:
+    """The owner died after checkpointing "left" and after "middle" finished on another
+    worker, before checkpointing that: "middle" is now the first step the new owner
+    needs, the one it would run itself were it not taking over."""
+    calls: list[str] = []
+
+    def counted(name: str) -> Any:
+        @task(name)
+        def body(x: int) -> list[Any]:
+            calls.append(name)
+            return [name, "new owner", x]
+
+        return body
+
+    workflow = three_branch_fork("failover", counted("left"), counted("middle"), counted("right"))
+    # The dead owner: it claimed the instance (a lease long past) and shared "middle",
+    # which another worker ran to the end.
+    assert isinstance(durable_backend, StepQueue)
+    run_sync(durable_backend.open())
+    new = NewInstance(
+        "fo-1", "failover", workflow.definition_hash, b"4", Status.RUNNING, 1.0, "dead", 2.0
+    )
+    record, _ = run_sync(durable_backend.create(new, ConflictPolicy.FAIL))
+    left = StepWrite(Status.RUNNING, {}, 1.2, checkpoints=[("left", b'["left","dead",4]')])
+    run_sync(durable_backend.commit("fo-1", record.claim_token, left))
+    middle = StepTicket(
+        StepRef("fo-1", "middle", 1), "failover", workflow.definition_hash, b"4", 3, 1.0
+    )
+    run_sync(durable_backend.publish_steps([middle]))
+    (claim,) = run_sync(
+        durable_backend.claim_steps("other", {"failover": workflow.definition_hash}, 60, 1.0, 1)
+    )
+    done = StepResult("other", 1.0, 1.5, output=b'["middle","other worker",4]')
+    assert run_sync(durable_backend.finish_step(claim.ticket.ref, claim.token, done))
+
+    start_worker("new-owner", [workflow])
+    client = WorkflowClient(durable_backend)
+    wait_until(lambda: client.status("fo-1").is_finished(), what="the takeover")
+
+    assert client.status("fo-1").output == {
+        "left": ["left", "dead", 4],
+        "middle": ["middle", "other worker", 4],
+        "right": ["right", "new owner", 4],
+    }
+    assert calls == ["right"]
+    assert completed_by(client, "fo-1")["middle"] == "other"

@@ -1,8 +1,12 @@
 -- The shared step queue (sayiir_core/backends/step_queue.py): steps an instance's
 -- orchestrator hands to any worker. A row is queued (owner NULL), running (owner and
 -- lease) or finished (finished_at set, with output or error). claim_token fences
--- finish_step. A row goes with the commit that checkpoints its step, with the
--- instance's final commit, or with the instance.
+-- finish_step; it comes from one sequence, so a row deleted and published again (the
+-- instance replaced or retried) never repeats a token an old claimant still holds. A
+-- row goes with the commit that checkpoints its step, with the instance's final commit
+-- or cancel, or with the instance.
+CREATE SEQUENCE sayiir_step_tokens;
+
 CREATE TABLE sayiir_steps (
     instance_id     text NOT NULL
         REFERENCES sayiir_instances (instance_id) ON DELETE CASCADE,
