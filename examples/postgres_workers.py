@@ -5,8 +5,9 @@
 The shape of a deployment that has outgrown one process: a web process submits with a
 ``WorkflowClient`` and returns at once; worker processes, on this machine or others,
 claim the instances (``FOR UPDATE SKIP LOCKED``), wake on ``LISTEN/NOTIFY`` the moment
-one is submitted, checkpoint every step, and on SIGTERM finish their running steps and
-release their claims before exiting 0.
+one is submitted, checkpoint every step, share the branches of each order's fork (one
+runs in the worker that owns the order, the other in whichever worker is free), and on
+SIGTERM finish their running steps and release their claims before exiting 0.
 
 Needs the ``postgres`` extra and a PostgreSQL server: ``SAYIIR_TEST_POSTGRES_URL``, by
 default ``postgresql://postgres@127.0.0.1:5432/postgres``. Everything lives in a
@@ -145,13 +146,21 @@ def main() -> int:
             wait_until_finished(client, ids)
             elapsed = time.perf_counter() - started
             ran_on: Counter[str] = Counter()
+            spread = 0  # orders whose two branches ran on different workers
             for instance_id in ids:
                 history = client.history(instance_id)
                 ran_on.update(e.worker_id for e in history if e.kind == "completed" and e.worker_id)
+                branches = {
+                    e.worker_id
+                    for e in history
+                    if e.kind == "task_completed" and e.step_key in ("charge", "pack")
+                }
+                spread += len(branches) > 1
             print(client.status("order-5").output)
             done = client.list_instances(status="completed", workflow_id="fulfil", limit=100)
             print(f"{len(done)} completed in {elapsed * 1000:.0f} ms")
             print("completed by:", ", ".join(f"{w} {n}" for w, n in sorted(ran_on.items())))
+            print(f"orders whose fork ran on both workers: {spread} of {len(ids)}")
 
             for worker in workers:  # what a deploy or `kubectl delete pod` sends
                 worker.send_signal(signal.SIGTERM)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import pytest
 from postgres_service import postgres_database, postgres_schema
 from worker_fleet import Fleet, started_counts, wait_until
 
-from sayiir_core import Flow, task
+from sayiir_core import Flow, WorkflowClient, task
 
 __all__ = ["postgres_database", "postgres_schema"]
 
@@ -136,6 +137,23 @@ def fleet(tmp_path: Path, postgres_schema: tuple[str, str]) -> Iterator[Fleet]:
         fleet.stop_all()
 
 
+def _steal_a_branch(
+    fleet: Fleet, client: WorkflowClient, instance_id: str, thief: str
+) -> tuple[subprocess.Popen[str], str]:
+    """An orchestrator with one slot runs two branches; worker ``thief`` takes the third.
+
+    Returns the thief's process and the branch it took, once that branch has started.
+    """
+    fleet.start("orchestrator", CHAOS_CONCURRENCY="1", CHAOS_BRANCH_SECONDS="1.5")
+    client.submit(_workflow(), instance_id, 1)
+    wait_until(lambda: len(fleet.lines()) >= 2, 30, "the orchestrator's branches")
+    process = fleet.start(thief)
+    marker = f" {thief} started"
+    wait_until(lambda: any(marker in line for line in fleet.lines()), 30, "a steal")
+    (branch,) = [line.split()[1] for line in fleet.lines() if marker in line]
+    return process, branch
+
+
 def _ran_on(lines: list[str], instance_id: str, branch: str) -> list[str]:
     """The workers on which a branch body started, in order."""
     return [
@@ -169,15 +187,10 @@ def test_branches_of_one_fork_run_on_different_workers_and_join_once(fleet: Flee
 
 
 def test_a_branch_on_a_killed_worker_is_taken_over_after_its_lease(fleet: Fleet) -> None:
-    fleet.start("orchestrator", CHAOS_CONCURRENCY="1", CHAOS_BRANCH_SECONDS="1.5")
     client = fleet.client()
-    client.submit(_workflow(), "kill-1", 1)
-    wait_until(lambda: len(fleet.lines()) >= 2, 30, "the orchestrator's branches")
-    doomed = fleet.start("doomed")
-    wait_until(lambda: any(" doomed started" in line for line in fleet.lines()), 30, "a steal")
+    doomed, lost = _steal_a_branch(fleet, client, "kill-1", "doomed")
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.wait()
-    (lost,) = [line.split()[1] for line in fleet.lines() if " doomed started" in line]
 
     wait_until(lambda: client.status("kill-1").is_completed(), 60, "the takeover")
 
@@ -192,14 +205,9 @@ def test_a_branch_on_a_killed_worker_is_taken_over_after_its_lease(fleet: Fleet)
 
 
 def test_a_frozen_worker_cannot_overwrite_a_branch_taken_over(fleet: Fleet) -> None:
-    fleet.start("orchestrator", CHAOS_CONCURRENCY="1", CHAOS_BRANCH_SECONDS="1.5")
     client = fleet.client()
-    client.submit(_workflow(), "frozen-1", 1)
-    wait_until(lambda: len(fleet.lines()) >= 2, 30, "the orchestrator's branches")
-    frozen = fleet.start("frozen")
-    wait_until(lambda: any(" frozen started" in line for line in fleet.lines()), 30, "a steal")
+    frozen, taken = _steal_a_branch(fleet, client, "frozen-1", "frozen")
     os.kill(frozen.pid, signal.SIGSTOP)
-    (taken,) = [line.split()[1] for line in fleet.lines() if " frozen started" in line]
 
     wait_until(lambda: client.status("frozen-1").is_completed(), 60, "the takeover")
     os.kill(frozen.pid, signal.SIGCONT)
