@@ -33,6 +33,7 @@ from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status
 
 __all__ = [
+    "FINISHED_SQL",
     "RECORD_COLUMNS",
     "RECORD_WIDTH",
     "Statements",
@@ -67,7 +68,7 @@ _TYPES = {
     "priority": "int4",
 }
 _UNFINISHED = ", ".join(f"'{s.value}'" for s in Status if not s.is_terminal)
-_FINISHED = ", ".join(f"'{s.value}'" for s in Status if s.is_terminal)
+FINISHED_SQL = ", ".join(f"'{s.value}'" for s in Status if s.is_terminal)
 # Statuses whose release means "runnable now": waking idle workers is worth a NOTIFY.
 _RUNNABLE = f"'{Status.PENDING.value}', '{Status.RUNNING.value}'"
 
@@ -229,7 +230,7 @@ class Statements:
                 -- finished instance needs none.
                 DELETE FROM {t}.sayiir_steps
                 WHERE instance_id = $1::text AND EXISTS (SELECT 1 FROM upd)
-                  AND (step_key = ANY($13::text[]) OR $3::text IN ({_FINISHED}))
+                  AND (step_key = ANY($13::text[]) OR $3::text IN ({FINISHED_SQL}))
             )
             SELECT control_request,
                    CASE WHEN owner IS NULL AND status IN ({_RUNNABLE})
@@ -251,7 +252,7 @@ class Statements:
                 SET wake_at = CASE WHEN status = '{Status.AWAITING_SIGNAL.value}'
                                    THEN $4::float8 ELSE wake_at END,
                     history_seq = history_seq + 1
-                WHERE instance_id = $1 AND status NOT IN ({_FINISHED})
+                WHERE instance_id = $1 AND status NOT IN ({FINISHED_SQL})
                 RETURNING instance_id, status, history_seq
             ), signal AS (
                 INSERT INTO {t}.sayiir_signals (instance_id, name, payload, sent_at)

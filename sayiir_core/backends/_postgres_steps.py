@@ -14,16 +14,14 @@ from typing import TYPE_CHECKING, Any
 from sayiir_core.backends._postgres_listen import WorkListener
 from sayiir_core.backends._postgres_schema import quote
 from sayiir_core.backends._postgres_session import Attempt, Done, Session
-from sayiir_core.backends._postgres_sql import check_size
+from sayiir_core.backends._postgres_sql import FINISHED_SQL, check_size
 from sayiir_core.backends._rows import to_json
 from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
 from sayiir_core.machine.state import ErrorInfo
-from sayiir_core.status import Status
 
 if TYPE_CHECKING:
     from sayiir_core.backends._postgres_session import Conn
 
-_FINISHED = ", ".join(f"'{s.value}'" for s in Status if s.is_terminal)
 _TICKET_COLUMNS = (
     "instance_id, step_key, attempt, workflow_id, definition_hash, input, priority, queued_at"
 )
@@ -58,7 +56,7 @@ class StepStatements:
                   AND ($7::text[] IS NULL OR s.instance_id = ANY($7::text[]))
                   AND EXISTS (SELECT 1 FROM {t}.sayiir_instances AS i
                               WHERE i.instance_id = s.instance_id
-                                AND i.status NOT IN ({_FINISHED}))
+                                AND i.status NOT IN ({FINISHED_SQL}))
                 ORDER BY s.priority, s.queued_at
                 LIMIT $4
                 FOR UPDATE OF s SKIP LOCKED

@@ -26,10 +26,9 @@ from sayiir_core.runtime.executor import (
     TaskSucceeded,
     encode_or_raise,
 )
+from sayiir_core.runtime.runner import DEFAULT_PRIORITY
 
 logger = logging.getLogger("sayiir.worker")
-
-DEFAULT_PRIORITY = 3
 
 
 class SharingExecutor:

@@ -12,16 +12,18 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from postgres_service import postgres_database, postgres_schema
 
-from sayiir_core import Backend, InMemoryBackend, SqliteBackend
+from sayiir_core import Backend, InMemoryBackend, SqliteBackend, Worker, WorkerHandle, Workflow
 from sayiir_core.runtime.loop_thread import run_sync
 
 __all__ = ["postgres_database", "postgres_schema"]
 
 BackendFactory = Callable[[], Backend]
+HandleStarter = Callable[..., WorkerHandle]
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -81,3 +83,24 @@ def open_backend(
 def durable_backend(open_backend: BackendFactory) -> Backend:
     """A durable backend: in memory, SQLite in ``tmp_path`` or a PostgreSQL schema."""
     return open_backend()
+
+
+@pytest.fixture
+def start_worker(durable_backend: Backend) -> Iterator[HandleStarter]:
+    """Start ``Worker(worker_id, durable_backend, **options)`` threads; stopped afterwards.
+
+    Options default to a fast poll (0.02 s), ``claim_ttl=300`` and ``concurrency=8``.
+    """
+    handles: list[WorkerHandle] = []
+
+    def start(worker_id: str, workflows: list[Workflow], **options: Any) -> WorkerHandle:
+        settings = {"poll_interval": 0.02, "claim_ttl": 300.0, "concurrency": 8, **options}
+        handle = Worker(worker_id, durable_backend, **settings).start(workflows)
+        handles.append(handle)
+        return handle
+
+    yield start
+    for handle in handles:
+        handle.shutdown()
+    for handle in handles:
+        handle.join(10)

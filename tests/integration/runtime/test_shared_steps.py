@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +20,6 @@ from sayiir_core import (
     Flow,
     RetryPolicy,
     Worker,
-    WorkerHandle,
     Workflow,
     WorkflowClient,
     get_task_context,
@@ -32,9 +30,8 @@ from sayiir_core.backends.step_queue import StepQueue, StepRef, StepResult, Step
 from sayiir_core.runtime.loop_thread import run_sync
 from sayiir_core.status import Status
 
+from .conftest import HandleStarter
 from .helpers import wait_until
-
-HandleStarter = Callable[..., WorkerHandle]
 
 
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -42,31 +39,6 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
     """The backends with a step queue."""
     kind: str = request.param
     return kind
-
-
-@pytest.fixture
-def start_worker(durable_backend: Backend) -> Iterator[HandleStarter]:
-    handles: list[WorkerHandle] = []
-
-    def start(
-        worker_id: str, workflows: list[Workflow], *, concurrency: int = 8, share: bool = True
-    ) -> WorkerHandle:
-        worker = Worker(
-            worker_id,
-            durable_backend,
-            poll_interval=0.05,
-            concurrency=concurrency,
-            share_steps=share,
-        )
-        handle = worker.start(workflows)
-        handles.append(handle)
-        return handle
-
-    yield start
-    for handle in handles:
-        handle.shutdown()
-    for handle in handles:
-        handle.join(10)
 
 
 def where(name: str, seconds: float = 0.2) -> Any:
@@ -273,8 +245,8 @@ def test_without_sharing_one_worker_runs_every_branch(
     durable_backend: Backend, start_worker: HandleStarter
 ) -> None:
     workflow = three_branch_fork("alone")
-    start_worker("orchestrator", [workflow], concurrency=1, share=False)
-    start_worker("helper", [workflow], share=False)
+    start_worker("orchestrator", [workflow], concurrency=1, share_steps=False)
+    start_worker("helper", [workflow], share_steps=False)
     client = WorkflowClient(durable_backend)
 
     client.submit(workflow, "a-1", 2)

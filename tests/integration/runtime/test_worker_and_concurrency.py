@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from sayiir_core import (
     Backend,
     Flow,
-    Worker,
-    WorkerHandle,
     Workflow,
     WorkflowClient,
     run_durable_workflow,
@@ -22,39 +20,8 @@ from sayiir_core import (
 from sayiir_core.backends import InstanceRecord
 from sayiir_core.runtime.loop_thread import run_sync
 
+from .conftest import HandleStarter
 from .helpers import Calls, GatedWorkflow, wait_until
-
-HandleStarter = Callable[..., WorkerHandle]
-
-
-@pytest.fixture
-def start_worker(durable_backend: Backend) -> Iterator[HandleStarter]:
-    handles: list[WorkerHandle] = []
-
-    def start(
-        worker_id: str,
-        workflows: list[Workflow],
-        *,
-        poll_interval: float = 0.02,
-        claim_ttl: float = 300.0,
-        concurrency: int = 8,
-    ) -> WorkerHandle:
-        worker = Worker(
-            worker_id,
-            durable_backend,
-            poll_interval=poll_interval,
-            claim_ttl=claim_ttl,
-            concurrency=concurrency,
-        )
-        handle = worker.start(workflows)
-        handles.append(handle)
-        return handle
-
-    yield start
-    for handle in handles:
-        handle.shutdown()
-    for handle in handles:
-        handle.join(10)
 
 
 def finished(client: WorkflowClient, instance_id: str) -> Callable[[], bool]:
