@@ -89,14 +89,6 @@ def wait_until_started(log: Path, worker_ids: list[str], timeout: float = 30.0) 
         time.sleep(0.02)
 
 
-def wait_until_finished(client: WorkflowClient, ids: list[str], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(client.status(i).is_finished() for i in ids):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the workers did not finish in time")
-        time.sleep(0.05)
-
-
 def drop_schema(url: str, schema: str) -> None:
     import asyncpg
 
@@ -143,7 +135,8 @@ def main() -> int:
                 client.submit(fulfil, instance_id, {"amount": 10 * n, "items": n % 3 + 1})
             print(f"submitted {len(ids)} orders; the web process is free again")
 
-            wait_until_finished(client, ids)
+            for instance_id in ids:  # woken by NOTIFY as each one finishes
+                client.wait(instance_id, timeout=60)
             elapsed = time.perf_counter() - started
             ran_on: Counter[str] = Counter()
             spread = 0  # orders whose two branches ran on different workers
@@ -156,7 +149,7 @@ def main() -> int:
                     if e.kind == "task_completed" and e.step_key in ("charge", "pack")
                 }
                 spread += len(branches) > 1
-            print(client.status("order-5").output)
+            print(client.result("order-5"))
             done = client.list_instances(status="completed", workflow_id="fulfil", limit=100)
             print(f"{len(done)} completed in {elapsed * 1000:.0f} ms")
             print("completed by:", ", ".join(f"{w} {n}" for w, n in sorted(ran_on.items())))

@@ -32,14 +32,6 @@ async def tag(image: dict[str, Any]) -> dict[str, Any]:
 image_flow = Flow("images").then(resize).then(tag).build()
 
 
-def wait_until_finished(client: WorkflowClient, ids: list[str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(client.status(i).is_finished() for i in ids):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the workers did not finish in time")
-        time.sleep(0.05)
-
-
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "app.db"
@@ -55,9 +47,8 @@ def main() -> int:
             status = client.submit(image_flow, instance_id, {"file": f"{instance_id}.jpg"})
         print(f"submitted {len(ids)} instances (last one {status.status})")
 
-        wait_until_finished(client, ids)
         for instance_id in ids:
-            status = client.status(instance_id)
+            status = client.wait(instance_id, timeout=30)  # until a worker has finished it
             history = client.history(instance_id)
             ran_on = sorted({e.worker_id for e in history if e.kind == "task_completed"})
             print(f"{instance_id}: {status.status} {status.output['size']} on {ran_on}")

@@ -27,6 +27,7 @@ from sayiir_core.errors import (
     BackendError,
     DefinitionMismatchError,
     InstanceAlreadyExistsError,
+    InstanceCancelledError,
     InstanceNotFoundError,
     InvalidStateError,
     LeaseLostError,
@@ -35,6 +36,7 @@ from sayiir_core.errors import (
     SignalTimeoutError,
     TaskError,
     TaskTimeoutError,
+    WaitTimeoutError,
     WorkflowError,
 )
 from sayiir_core.runtime.context import TaskExecutionContext, get_task_context
@@ -92,6 +94,7 @@ __all__ = [
     "HistoryEvent",
     "InMemoryBackend",
     "InstanceAlreadyExistsError",
+    "InstanceCancelledError",
     "InstanceList",
     "InstanceNotFoundError",
     "InvalidStateError",
@@ -111,6 +114,7 @@ __all__ = [
     "TaskExecutionContext",
     "TaskMetadata",
     "TaskTimeoutError",
+    "WaitTimeoutError",
     "Worker",
     "WorkerHandle",
     "Workflow",

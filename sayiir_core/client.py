@@ -9,6 +9,7 @@ from typing import Any
 
 from sayiir_core.backends.base import Backend, ConflictPolicy, HistoryEvent
 from sayiir_core.codec import DEFAULT_CODEC, Codec
+from sayiir_core.runtime.convert import result_or_raise
 from sayiir_core.runtime.engine import Engine
 from sayiir_core.runtime.loop_thread import run_sync
 from sayiir_core.status import Status, WorkflowStatus
@@ -29,6 +30,7 @@ class AsyncWorkflowClient:
         client = AsyncWorkflowClient(SqliteBackend("app.db"))
         await client.submit(order_flow, "order-42", {"sku": "A1"})
         status = await client.status("order-42")
+        receipt = await client.result("order-42", timeout=60)  # once a worker ran it
     """
 
     def __init__(
@@ -50,6 +52,39 @@ class AsyncWorkflowClient:
 
     async def status(self, instance_id: str) -> WorkflowStatus:
         return await self._engine.status(instance_id)
+
+    async def wait(
+        self,
+        instance_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the same signature as the sync face
+        poll_interval: float | None = None,
+    ) -> WorkflowStatus:
+        """Wait until the instance has finished (completed, failed or cancelled).
+
+        Returns its final status. Raises ``WaitTimeoutError`` after ``timeout`` seconds
+        (the instance runs on) and ``InstanceNotFoundError`` for an unknown id. The wait
+        is woken by the finishing commit where the backend can push it (PostgreSQL from
+        any process, memory and SQLite within this process); it also re-reads the
+        instance every ``poll_interval`` seconds (default: the backend's: 1 s on
+        PostgreSQL, 0.05 s on SQLite, whose other processes cannot push).
+        """
+        return await self._engine.wait(instance_id, timeout=timeout, poll_interval=poll_interval)
+
+    async def result(
+        self,
+        instance_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the same signature as the sync face
+        poll_interval: float | None = None,
+    ) -> Any:
+        """Wait as ``wait`` does, then return the output, or raise why there is none.
+
+        A failed instance raises its typed error (``TaskError``, ``TaskTimeoutError``...),
+        a cancelled one ``InstanceCancelledError``.
+        """
+        status = await self.wait(instance_id, timeout=timeout, poll_interval=poll_interval)
+        return result_or_raise(status)
 
     async def cancel(
         self, instance_id: str, *, reason: str | None = None, cancelled_by: str | None = None
@@ -121,6 +156,26 @@ class WorkflowClient:
 
     def status(self, instance_id: str) -> WorkflowStatus:
         return run_sync(self._async.status(instance_id))
+
+    def wait(
+        self,
+        instance_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float | None = None,
+    ) -> WorkflowStatus:
+        return run_sync(self._async.wait(instance_id, timeout=timeout, poll_interval=poll_interval))
+
+    def result(
+        self,
+        instance_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float | None = None,
+    ) -> Any:
+        return run_sync(
+            self._async.result(instance_id, timeout=timeout, poll_interval=poll_interval)
+        )
 
     def cancel(
         self, instance_id: str, *, reason: str | None = None, cancelled_by: str | None = None

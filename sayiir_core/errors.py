@@ -83,5 +83,20 @@ class InvalidStateError(WorkflowError):
     """The instance is in a state that does not allow the operation."""
 
 
+class InstanceCancelledError(WorkflowError):
+    """The result was asked for, but the instance was cancelled (see ``reason``)."""
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, cancelled_by: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.cancelled_by = cancelled_by
+
+
+class WaitTimeoutError(WorkflowError, TimeoutError):
+    """``wait``/``result`` gave up before the instance finished; the instance runs on."""
+
+
 class DefinitionMismatchError(WorkflowError):
     """The instance was started by a workflow definition with another hash."""

@@ -1,5 +1,7 @@
 """``WorkListener``: LISTEN on one channel so idle workers wake when work appears.
 
+``FinishListener`` does the same for clients waiting for an instance to finish.
+
 Writers that make work runnable (a submit, a signal to a waiting instance, an unpause,
 a retry, a released claim) call ``pg_notify`` in the same statement or transaction;
 PostgreSQL delivers the notification when that commits, to every listening session,
@@ -15,17 +17,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import asyncpg
 
 from sayiir_core.backends._postgres_session import abandon
+from sayiir_core.backends.notify import FinishNotifier, FinishWatch
 
 logger = logging.getLogger("sayiir.postgres")
 
 _RECONNECT_AFTER = 5.0
+# How long a watch waits for its LISTEN connection before relying on re-reads alone.
+_CONNECT_WAIT = 5.0
 
 
 class WorkListener:
@@ -52,9 +57,7 @@ class WorkListener:
         """Return on a notification, when (re)connected, or after ``max_wait`` seconds."""
         if max_wait <= 0:
             return
-        if self._loop is not asyncio.get_running_loop():
-            self._forget()  # left over from a loop that is gone (see Session.open)
-            self._loop = asyncio.get_running_loop()
+        self._adopt_loop()
         if self._generation != self._seen:
             self._seen = self._generation
             return
@@ -75,6 +78,11 @@ class WorkListener:
         finally:
             self._waiters.discard(waiter)
         self._seen = self._generation
+
+    def _adopt_loop(self) -> None:
+        if self._loop is not asyncio.get_running_loop():
+            self._forget()  # left over from a loop that is gone (see Session.open)
+            self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
         if self._loop is not asyncio.get_running_loop():
@@ -157,3 +165,33 @@ class WorkListener:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+class FinishListener(WorkListener):
+    """LISTEN for finished instances (the payload names one) on behalf of waiting clients.
+
+    The connection is made by the first ``watch``; while it is down, watches only end
+    by their waiter's periodic re-read.
+    """
+
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], channel: str) -> None:
+        super().__init__(connect, channel)
+        self._finished = FinishNotifier()
+
+    @asynccontextmanager
+    async def watch(self, instance_id: str, poll_interval: float) -> AsyncIterator[FinishWatch]:
+        async with self._finished.watch(instance_id, poll_interval) as watch:
+            # Registered first: a finish notified from here on fires the watch, so the
+            # caller's read that follows cannot miss one.
+            self._adopt_loop()
+            if not self.listening:
+                await self._reconnect(_CONNECT_WAIT)
+            yield watch
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: object) -> None:
+        if isinstance(payload, str):
+            self._finished.notify(payload)
+
+    def _on_lost(self, conn: Any) -> None:
+        super()._on_lost(conn)
+        self._finished.notify_all()  # finishes may have been missed: read again now

@@ -100,6 +100,9 @@ class Statements:
     def __init__(self, schema: str) -> None:
         t = quote(schema)
         self.channel = f"sayiir_work_{schema}"
+        # Carries the id of each instance that finishes, for clients waiting on results.
+        self.done_channel = f"sayiir_done_{schema}"
+        self.notify_done = "SELECT pg_notify($1::text, $2::text)"
         n_record = len(RECORD_COLUMNS)
         values = ", ".join(_param(i + 1, c) for i, c in enumerate(RECORD_COLUMNS))
 
@@ -234,7 +237,9 @@ class Statements:
             )
             SELECT control_request,
                    CASE WHEN owner IS NULL AND status IN ({_RUNNABLE})
-                        THEN pg_notify($23::text, '') END AS notified
+                        THEN pg_notify($23::text, '') END AS notified,
+                   CASE WHEN status IN ({FINISHED_SQL})
+                        THEN pg_notify($25::text, instance_id) END AS finished
             FROM upd
         """
         self.commit_outcome = f"""
@@ -393,7 +398,12 @@ def event_arrays(events: Sequence[HistoryEvent]) -> list[list[Any]]:
 
 
 def commit_params(
-    instance_id: str, token: int, write: StepWrite, commit_id: int, channel: str
+    instance_id: str,
+    token: int,
+    write: StepWrite,
+    commit_id: int,
+    channel: str,
+    done_channel: str,
 ) -> list[Any]:
     """Parameters for ``Statements.commit``, in ``$n`` order."""
     after = commit_effects(write)
@@ -417,6 +427,7 @@ def commit_params(
         write.consumed_signal,
         channel,
         write.priority,
+        done_channel,
     ]
 
 

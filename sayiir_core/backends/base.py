@@ -13,10 +13,12 @@ late checkpoint.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from sayiir_core.backends.notify import FinishWatch
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status
 
@@ -243,6 +245,16 @@ class Backend(Protocol):
 
         Work means a submit, a signal or an unpause. Backends without a push channel
         simply sleep; workers look for work after it returns.
+        """
+        ...
+
+    def watch_finish(self, instance_id: str) -> AbstractAsyncContextManager[FinishWatch]:
+        """Subscribe to the instance finishing (completed, failed or cancelled).
+
+        Enter it before reading the instance: a finish committed after that read then
+        ends the watch's next ``wait``. A watch may also end early or hear nothing (a
+        finish in another process on SQLite, a lost connection), so the waiter re-reads
+        at least every ``watch.poll_interval`` seconds.
         """
         ...
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from sayiir_core.backends.base import (
@@ -23,7 +24,7 @@ from sayiir_core.backends.base import (
     NewInstance,
     StepWrite,
 )
-from sayiir_core.backends.notify import WorkNotifier
+from sayiir_core.backends.notify import FinishNotifier, FinishWatch, WorkNotifier
 from sayiir_core.backends.rules import (
     apply_control_request,
     apply_reset,
@@ -40,6 +41,8 @@ from sayiir_core.backends.rules import (
 from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
 from sayiir_core.errors import InstanceAlreadyExistsError, LeaseLostError
 from sayiir_core.status import Status
+
+_FINISH_POLL_INTERVAL = 5.0
 
 
 @dataclass
@@ -83,6 +86,7 @@ class InMemoryBackend:
         self._order: dict[str, int] = {}
         self._notifier = WorkNotifier()
         self._step_notifier = WorkNotifier()
+        self._finished = FinishNotifier()
         self._step_tokens = 0
 
     def __repr__(self) -> str:
@@ -96,6 +100,11 @@ class InMemoryBackend:
 
     async def wait_for_work(self, max_wait: float) -> None:
         await self._notifier.wait(max_wait)
+
+    def watch_finish(self, instance_id: str) -> AbstractAsyncContextManager[FinishWatch]:
+        # Every finish happens in this process and fires the watch: the re-read is
+        # only a backstop.
+        return self._finished.watch(instance_id, _FINISH_POLL_INTERVAL)
 
     async def create(self, new: NewInstance, policy: ConflictPolicy) -> tuple[InstanceRecord, bool]:
         with self._lock:
@@ -186,7 +195,10 @@ class InMemoryBackend:
                 stored.signals = [s for s in stored.signals if s.signal_id != write.consumed_signal]
             stored.record = committed_record(stored.record, write)
             stored.append_events(write.events)
-            return stored.record.control_request
+            request = stored.record.control_request
+        if write.status.is_terminal:
+            self._finished.notify(instance_id)
+        return request
 
     async def request_control(
         self,
@@ -200,9 +212,12 @@ class InMemoryBackend:
             stored = self._require(instance_id)
             stored.record, events = apply_control_request(stored.record, request, reason, by, now)
             stored.append_events(events)
-            if stored.record.status.is_terminal:
+            record = stored.record
+            if record.status.is_terminal:
                 stored.steps.clear()
-            return stored.record
+        if record.status.is_terminal:
+            self._finished.notify(instance_id)
+        return record
 
     async def unpause(self, instance_id: str, now: float) -> InstanceRecord:
         with self._lock:

@@ -1,14 +1,19 @@
-"""Wake-ups for idle workers in this process, so new work starts without polling delay.
+"""Wake-ups in this process, so waiting code reacts without polling delay.
 
-Backends call ``notify()`` when something becomes runnable (a submit, a signal, an
-unpause). Workers ``await wait(max_wait)`` from any event loop, any thread. Work made
-runnable by another process is still found by the workers' polling fallback.
+``WorkNotifier``: backends call ``notify()`` when something becomes runnable (a submit,
+a signal, an unpause). Workers ``await wait(max_wait)`` from any event loop, any thread.
+Work made runnable by another process is still found by the workers' polling fallback.
+
+``FinishNotifier``: backends call ``notify(instance_id)`` when an instance finishes, and
+clients waiting for its result ``watch`` it (``AsyncWorkflowClient.wait``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 
@@ -41,12 +46,85 @@ class WorkNotifier:
                 self._waiters.discard(waiter)
 
 
-_by_path: dict[str, WorkNotifier] = {}
+class FinishWatch:
+    """One waiter's subscription to one instance finishing.
+
+    ``poll_interval`` is how often the waiter should re-read the instance anyway: the
+    backstop for finishes this watch cannot hear of (another process on SQLite, a lost
+    LISTEN connection on PostgreSQL).
+    """
+
+    def __init__(self, poll_interval: float) -> None:
+        self.poll_interval = poll_interval
+        self._loop = asyncio.get_running_loop()
+        self._finished = asyncio.Event()
+
+    def fire(self) -> None:
+        """Thread-safe: end the current (or the next) ``wait``."""
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._finished.set)
+
+    async def wait(self, max_wait: float) -> bool:
+        """Wait until the instance may have finished (True) or ``max_wait`` ran out."""
+        try:
+            async with asyncio.timeout(max_wait):
+                await self._finished.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._finished.clear()
+        return True
+
+
+class FinishNotifier:
+    """Thread-safe: ``notify(instance_id)`` fires every watch of that instance."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watches: dict[str, set[FinishWatch]] = {}
+
+    def notify(self, instance_id: str) -> None:
+        with self._lock:
+            watches = list(self._watches.get(instance_id, ()))
+        for watch in watches:
+            watch.fire()
+
+    def notify_all(self) -> None:
+        """Fire every watch: finishes may have been missed (a lost connection)."""
+        with self._lock:
+            watches = [watch for group in self._watches.values() for watch in group]
+        for watch in watches:
+            watch.fire()
+
+    @asynccontextmanager
+    async def watch(self, instance_id: str, poll_interval: float) -> AsyncIterator[FinishWatch]:
+        watch = FinishWatch(poll_interval)
+        with self._lock:
+            self._watches.setdefault(instance_id, set()).add(watch)
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                group = self._watches[instance_id]
+                group.discard(watch)
+                if not group:
+                    del self._watches[instance_id]
+
+
+class FileNotifiers:
+    """The notifiers of one SQLite file, shared by every backend object on it."""
+
+    def __init__(self) -> None:
+        self.work = WorkNotifier()
+        self.finish = FinishNotifier()
+
+
+_by_path: dict[str, FileNotifiers] = {}
 _by_path_lock = threading.Lock()
 
 
-def notifier_for(path: Path) -> WorkNotifier:
-    """The notifier shared by every backend object on one database file in this process."""
+def notifiers_for(path: Path) -> FileNotifiers:
+    """The notifiers shared by every backend object on one database file in this process."""
     key = str(path.resolve())
     with _by_path_lock:
-        return _by_path.setdefault(key, WorkNotifier())
+        return _by_path.setdefault(key, FileNotifiers())

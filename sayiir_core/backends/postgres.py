@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from sayiir_core.backends import _postgres_sql as sql
-from sayiir_core.backends._postgres_listen import WorkListener
+from sayiir_core.backends._postgres_listen import FinishListener, WorkListener
 from sayiir_core.backends._postgres_schema import check_schema_name, migrate_pool
 from sayiir_core.backends._postgres_session import (
     Attempt,
@@ -39,6 +40,7 @@ from sayiir_core.backends.base import (
     NewInstance,
     StepWrite,
 )
+from sayiir_core.backends.notify import FinishWatch
 from sayiir_core.backends.rules import (
     apply_control_request,
     apply_reset,
@@ -56,6 +58,8 @@ from sayiir_core.status import Status
 if TYPE_CHECKING:
     from sayiir_core.backends._postgres_session import Conn
 
+# How often a client waiting for a result re-reads the instance (see watch_finish).
+_FINISH_POLL_INTERVAL = 1.0
 # A conflicting create races with deletes and inserts of the same id at most this often.
 _CREATE_ROUNDS = 5
 
@@ -66,8 +70,9 @@ class PostgresBackend(PostgresStepQueue):
     ``url`` is a libpq-style URL (``postgresql://user:password@host:5432/db``); a
     ``?schema=name`` option in it is the same as ``schema=``. Tables live in ``schema``
     (created and migrated on ``open()``), so several apps or test runs can share a
-    database. ``min_size``/``max_size`` bound the connection pool (plus one connection
-    per backend for LISTEN once a worker waits for work). ``command_timeout`` bounds
+    database. ``min_size``/``max_size`` bound the connection pool (plus, per backend,
+    one LISTEN connection once a worker waits for work, one once it waits for shared
+    steps and one once a client waits for a result). ``command_timeout`` bounds
     each statement. ``max_payload_bytes`` caps any one input, output, checkpoint or
     signal payload; larger ones fail with ``BackendError`` before anything is written.
 
@@ -110,6 +115,7 @@ class PostgresBackend(PostgresStepQueue):
         self._listener = WorkListener(self._session.connect, self._sql.channel)
         self._steps_sql = StepStatements(self._schema, self._sql.channel)
         self._step_listener = WorkListener(self._session.connect, self._steps_sql.channel)
+        self._finish_listener = FinishListener(self._session.connect, self._sql.done_channel)
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self._address}, schema={self._schema!r})"
@@ -128,12 +134,19 @@ class PostgresBackend(PostgresStepQueue):
         self._session.check_closable()
         await self._listener.close()
         await self._step_listener.close()
+        await self._finish_listener.close()
         await self._session.close()
 
     async def wait_for_work(self, max_wait: float) -> None:
         # Wakes on NOTIFY from any process; sleeps out max_wait while LISTEN is down.
         self._session.pool()
         await self._listener.wait(max_wait)
+
+    def watch_finish(self, instance_id: str) -> AbstractAsyncContextManager[FinishWatch]:
+        # NOTIFY from the finishing commit, in any process, fires the watch; the re-read
+        # is the backstop for a lost LISTEN connection.
+        self._session.pool()
+        return self._finish_listener.watch(instance_id, _FINISH_POLL_INTERVAL)
 
     async def create(self, new: NewInstance, policy: ConflictPolicy) -> tuple[InstanceRecord, bool]:
         self._check_size(new.input, f"the input of workflow instance {new.instance_id!r}")
@@ -298,7 +311,9 @@ class PostgresBackend(PostgresStepQueue):
         # whether this commit was applied (checkpoint keys cannot tell for a step
         # without checkpoints, nor updated_at on a coarse clock).
         commit_id = secrets.randbits(63)
-        params = sql.commit_params(instance_id, token, write, commit_id, self._sql.channel)
+        params = sql.commit_params(
+            instance_id, token, write, commit_id, self._sql.channel, self._sql.done_channel
+        )
 
         async def body(conn: Conn, attempt: Attempt) -> ControlRequest | None:
             try:
@@ -344,6 +359,7 @@ class PostgresBackend(PostgresStepQueue):
                     )
                 if updated.status.is_terminal:  # cancelled at once: nobody checkpoints
                     await conn.execute(self._steps_sql.delete_of_instance, instance_id)
+                    await conn.execute(self._sql.notify_done, self._sql.done_channel, instance_id)
             return updated
 
         return await self._session.run(str(request), body)

@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from pathlib import Path
 
 from sayiir_core.backends import _sqlite_sql as sql
@@ -38,7 +38,7 @@ from sayiir_core.backends.base import (
     NewInstance,
     StepWrite,
 )
-from sayiir_core.backends.notify import notifier_for
+from sayiir_core.backends.notify import FinishWatch, notifiers_for
 from sayiir_core.backends.rules import (
     apply_control_request,
     apply_reset,
@@ -56,6 +56,8 @@ from sayiir_core.errors import BackendError, InstanceAlreadyExistsError, LeaseLo
 from sayiir_core.status import Status
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
+# How often a client waiting for a result re-reads the instance (see watch_finish).
+FINISH_POLL_INTERVAL = 0.05
 # RETURNING (3.35) lets commit fence, write and read the pending request in one statement.
 _MIN_SQLITE = (3, 35, 0)
 
@@ -98,7 +100,8 @@ class SqliteBackend:
         self._busy_timeout = float(busy_timeout)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._notifier = notifier_for(self._path)
+        notifiers = notifiers_for(self._path)
+        self._notifier, self._finished = notifiers.work, notifiers.finish
 
     def __repr__(self) -> str:
         return f"SqliteBackend({str(self._path)!r}, synchronous={self._synchronous!r})"
@@ -127,6 +130,11 @@ class SqliteBackend:
         # Wakes at once for work made runnable in this process; other processes' work
         # is found when the timeout (the worker's poll interval) runs out.
         await self._notifier.wait(max_wait)
+
+    def watch_finish(self, instance_id: str) -> AbstractAsyncContextManager[FinishWatch]:
+        # Finishes in this process fire the watch; another process's are seen by the
+        # waiter's next read, so it reads often (a local read costs tens of µs).
+        return self._finished.watch(instance_id, FINISH_POLL_INTERVAL)
 
     async def create(self, new: NewInstance, policy: ConflictPolicy) -> tuple[InstanceRecord, bool]:
         with self._write("create") as conn:
@@ -247,6 +255,8 @@ class SqliteBackend:
                 conn.execute(sql.DELETE_SIGNAL, (write.consumed_signal, instance_id))
             if events:
                 conn.executemany(sql.INSERT_EVENT, events)
+        if write.status.is_terminal:
+            self._finished.notify(instance_id)
         return ControlRequest(request) if request is not None else None
 
     async def request_control(
@@ -261,6 +271,8 @@ class SqliteBackend:
             record = self._require(conn, instance_id)
             updated, events = apply_control_request(record, request, reason, by, now)
             self._save(conn, record, updated, events)
+        if updated.status.is_terminal:
+            self._finished.notify(instance_id)
         return updated
 
     async def unpause(self, instance_id: str, now: float) -> InstanceRecord:

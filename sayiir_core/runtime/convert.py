@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sayiir_core.backends.base import InstanceRecord, LoadedInstance
 from sayiir_core.codec import Codec
 from sayiir_core.errors import (
+    InstanceCancelledError,
+    InvalidStateError,
     SerializationError,
     SignalTimeoutError,
     TaskError,
@@ -75,6 +78,24 @@ def error_for(error: ErrorInfo, instance_id: str) -> WorkflowError:
     return error_class(
         message, instance_id=instance_id, task_id=error.task_id, error_type=error.error_type
     )
+
+
+def result_or_raise(status: WorkflowStatus) -> Any:
+    """A finished instance's output, or the typed error explaining why there is none."""
+    instance = status.instance_id or "?"
+    if status.is_completed():
+        return status.output
+    if status.is_failed() and status.error_detail is not None:
+        raise error_for(status.error_detail, instance)
+    if status.is_cancelled():
+        by = f" by {status.cancelled_by!r}" if status.cancelled_by else ""
+        why = f": {status.reason}" if status.reason else ""
+        raise InstanceCancelledError(
+            f"instance {instance!r} was cancelled{by}{why}",
+            reason=status.reason,
+            cancelled_by=status.cancelled_by,
+        )
+    raise InvalidStateError(f"instance {instance!r} has not finished (status {status.status})")
 
 
 def _datetime(timestamp: float | None) -> datetime | None:

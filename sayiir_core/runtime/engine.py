@@ -32,6 +32,7 @@ from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import (
     DefinitionMismatchError,
     LeaseLostError,
+    WaitTimeoutError,
     WorkflowError,
 )
 from sayiir_core.machine import (
@@ -315,6 +316,34 @@ class Engine:
     async def status(self, instance_id: str) -> WorkflowStatus:
         await self.open()
         return status_from(await self._require(instance_id), self.codec)
+
+    async def wait(
+        self,
+        instance_id: str,
+        *,
+        timeout: float | None,  # noqa: ASYNC109 - the clients' argument, a deadline for reads
+        poll_interval: float | None,
+    ) -> WorkflowStatus:
+        """The instance's status once it has finished (completed, failed or cancelled)."""
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+        if poll_interval is not None and poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0 seconds or None, got {poll_interval!r}")
+        await self.open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with self.backend.watch_finish(instance_id) as finished:
+            every = poll_interval if poll_interval is not None else finished.poll_interval
+            while True:
+                record = await self._require(instance_id)
+                if record.status.is_terminal:
+                    return status_from(record, self.codec)
+                left = every if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeoutError(
+                        f"instance {instance_id!r} did not finish within {timeout}s "
+                        f"(status {record.status}); it goes on running"
+                    )
+                await finished.wait(min(every, left))
 
     async def cancel(
         self, instance_id: str, *, reason: str | None = None, cancelled_by: str | None = None

@@ -62,3 +62,19 @@ async def backend(unopened_backend: Backend) -> AsyncIterator[Backend]:
     await unopened_backend.open()
     yield unopened_backend
     await unopened_backend.close()
+
+
+@pytest.fixture
+async def other_backend(
+    backend_kind: str, backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Backend]:
+    """Another backend object on ``backend``'s storage: a new connection, as another
+    process would have (``InMemoryBackend`` has no storage beyond the one object)."""
+    if backend_kind == "memory":
+        yield backend
+        return
+    postgres = request.getfixturevalue("postgres_schema") if backend_kind == "postgres" else None
+    other = make_backend(backend_kind, tmp_path, postgres=postgres)
+    await other.open()
+    yield other
+    await other.close()

@@ -223,21 +223,53 @@ async def test_wait_for_work_survives_losing_the_listen_connection(
 ) -> None:
     worker, client = await opener(), await opener()
     await _listening(worker)
-    admin = await asyncpg.connect(postgres_database)
-    try:
-        killed = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await admin.close()
-    assert killed >= 1
+    assert await _kill_listen_connections(postgres_database) >= 1
 
     # The loss wakes waiters at once (they may have missed work); the next wait
     # reconnects and returns at once too, so the worker looks for work again.
     for _ in range(2):
         await asyncio.wait_for(worker.wait_for_work(5), 2)
     assert await _woken_within(worker, client.create(new(), ConflictPolicy.FAIL)) < 1.0
+
+
+async def _kill_listen_connections(database_url: str) -> int:
+    admin = await asyncpg.connect(database_url)
+    try:
+        killed: int = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    return killed
+
+
+async def test_a_finish_in_another_pool_fires_a_watch_through_notify(opener: Opener) -> None:
+    waiter, worker = await opener(), await opener()
+    token = await claimed(worker)
+
+    async with waiter.watch_finish("i-1") as watch:
+        assert waiter._finish_listener.listening  # connected on entry, before any read
+        await worker.commit("i-1", token, step(Status.COMPLETED, output=b"1", release=True))
+        assert await asyncio.wait_for(watch.wait(10), 5)
+
+
+async def test_a_finish_watch_survives_losing_the_listen_connection(
+    opener: Opener, postgres_database: str
+) -> None:
+    waiter, worker = await opener(), await opener()
+    token = await claimed(worker)
+
+    async with waiter.watch_finish("i-1") as watch:
+        assert await _kill_listen_connections(postgres_database) >= 1
+        # Finishes may have been missed while the connection was down: the loss fires
+        # every watch, so its waiter reads the instance again at once.
+        assert await asyncio.wait_for(watch.wait(10), 5)
+
+    async with waiter.watch_finish("i-1") as watch:
+        assert waiter._finish_listener.listening  # re-made by the next watch
+        await worker.commit("i-1", token, step(Status.COMPLETED, output=b"1", release=True))
+        assert await asyncio.wait_for(watch.wait(10), 5)
 
 
 # -- claims ----------------------------------------------------------------------------
