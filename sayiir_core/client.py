@@ -67,7 +67,7 @@ class AsyncWorkflowClient:
         is woken by the finishing commit where the backend can push it (PostgreSQL from
         any process, memory and SQLite within this process); it also re-reads the
         instance every ``poll_interval`` seconds (default: the backend's: 1 s on
-        PostgreSQL, 0.05 s on SQLite, whose other processes cannot push).
+        PostgreSQL, 0.05 s on SQLite, whose other processes cannot push, 5 s in memory).
         """
         return await self._engine.wait(instance_id, timeout=timeout, poll_interval=poll_interval)
 

@@ -10,8 +10,7 @@ from typing import Any
 
 from sayiir_core.backends.base import Backend, ConflictPolicy
 from sayiir_core.backends.memory import InMemoryBackend
-from sayiir_core.errors import WorkflowError
-from sayiir_core.runtime.convert import error_for
+from sayiir_core.runtime.convert import error_for, result_or_raise
 from sayiir_core.runtime.engine import (
     Engine,
     EventListener,
@@ -61,8 +60,9 @@ def run_workflow(
 
     Without ``instance_id`` nothing is stored (the fastest path). With one, every step is
     checkpointed in ``backend``; if the run parks (delay, signal) this raises
-    ``WorkflowError`` — use ``run_durable_workflow`` to get the status instead. A failed
-    task raises ``TaskError`` (or ``TaskTimeoutError``, ``SerializationError``).
+    ``InvalidStateError`` — use ``run_durable_workflow`` to get the status instead. A
+    failed task raises ``TaskError`` (or ``TaskTimeoutError``, ``SerializationError``),
+    a cancelled run ``InstanceCancelledError``.
 
     Example::
 
@@ -77,20 +77,7 @@ def run_workflow(
     status = run_durable_workflow(
         workflow, instance_id, input_data, backend=backend, conflict_policy=conflict_policy
     )
-    return output_or_raise(status)
-
-
-def output_or_raise(status: WorkflowStatus) -> Any:
-    """The output of a completed instance, or the typed error explaining why not."""
-    if status.is_completed():
-        return status.output
-    instance = status.instance_id or "?"
-    if status.is_failed() and status.error_detail is not None:
-        raise error_for(status.error_detail, instance)
-    raise WorkflowError(
-        f"instance {instance!r} did not complete (status {status.status}); "
-        "use run_durable_workflow() to inspect it and resume_workflow() to continue"
-    )
+    return result_or_raise(status)
 
 
 def run_durable_workflow(
@@ -165,7 +152,6 @@ def send_signal(instance_id: str, signal_name: str, payload: Any, backend: Backe
 __all__ = [
     "Status",
     "cancel_workflow",
-    "output_or_raise",
     "pause_workflow",
     "resume_workflow",
     "run_durable_workflow",

@@ -21,6 +21,7 @@ from sayiir_core.backends.base import (
     StepWrite,
 )
 from sayiir_core.backends.memory import InMemoryBackend
+from sayiir_core.backends.notify import FinishWatch
 from sayiir_core.backends.sqlite import SqliteBackend
 from sayiir_core.backends.url import backend_from_url
 
@@ -30,6 +31,7 @@ __all__ = [
     "Claim",
     "ConflictPolicy",
     "ControlRequest",
+    "FinishWatch",
     "HistoryEvent",
     "InMemoryBackend",
     "InstancePage",

@@ -29,16 +29,23 @@ from sayiir_core.backends.notify import FinishNotifier, FinishWatch
 logger = logging.getLogger("sayiir.postgres")
 
 _RECONNECT_AFTER = 5.0
-# How long a watch waits for its LISTEN connection before relying on re-reads alone.
-_CONNECT_WAIT = 5.0
+# How long one background attempt to make the finish LISTEN connection may take.
+_CONNECT_WAIT = 10.0
 
 
 class WorkListener:
     """Broadcasts notifications on ``channel`` to every current ``wait``."""
 
-    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], channel: str) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        channel: str,
+        *,
+        about: str = "new work",
+    ) -> None:
         self._connect = connect
         self._channel = channel
+        self._about = about
         self._conn: asyncpg.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Task[asyncpg.Connection] | None = None
@@ -131,7 +138,9 @@ class WorkListener:
                 return False  # close() stopped the connect, nobody cancelled this wait
             raise
         except Exception as exc:
-            logger.warning("cannot LISTEN for new work (%s); polling until it works again", exc)
+            logger.warning(
+                "cannot LISTEN for %s (%s); polling until it works again", self._about, exc
+            )
             self._retry_at = time.monotonic() + _RECONNECT_AFTER
             return False
         finally:
@@ -170,28 +179,61 @@ class WorkListener:
 class FinishListener(WorkListener):
     """LISTEN for finished instances (the payload names one) on behalf of waiting clients.
 
-    The connection is made by the first ``watch``; while it is down, watches only end
-    by their waiter's periodic re-read.
+    The connection is made in the background once somebody watches, and re-made after
+    a loss while anybody still does; whenever it comes up every watch fires, because
+    finishes may have gone unheard meanwhile. Until then watches end only by their
+    waiter's periodic re-read. An empty payload (an instance id too long for a
+    notification) fires every watch.
     """
 
     def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], channel: str) -> None:
-        super().__init__(connect, channel)
+        super().__init__(connect, channel, about="finished instances")
         self._finished = FinishNotifier()
+        self._keeping: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def watch(self, instance_id: str, poll_interval: float) -> AsyncIterator[FinishWatch]:
         async with self._finished.watch(instance_id, poll_interval) as watch:
-            # Registered first: a finish notified from here on fires the watch, so the
-            # caller's read that follows cannot miss one.
             self._adopt_loop()
             if not self.listening:
-                await self._reconnect(_CONNECT_WAIT)
+                self._listen_soon()
             yield watch
 
+    async def close(self) -> None:
+        keeping, self._keeping = self._keeping, None
+        if keeping is not None and not keeping.done():
+            keeping.cancel()
+            await asyncio.wait([keeping])
+        await super().close()
+
+    def _listen_soon(self) -> None:
+        if self._keeping is None or self._keeping.done():
+            self._keeping = asyncio.get_running_loop().create_task(self._keep_listening())
+
+    async def _keep_listening(self) -> None:
+        while self._finished.watching and not self.listening:
+            if await self._reconnect(_CONNECT_WAIT):
+                self._finished.notify_all()  # finishes before LISTEN began: read again
+                return
+            await asyncio.sleep(_RECONNECT_AFTER)
+
+    def _forget(self) -> None:
+        keeping, self._keeping = self._keeping, None
+        if keeping is not None:
+            with suppress(RuntimeError):  # its loop may be closed
+                keeping.cancel()
+        super()._forget()
+
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: object) -> None:
-        if isinstance(payload, str):
+        if isinstance(payload, str) and payload:
             self._finished.notify(payload)
+        else:
+            self._finished.notify_all()
 
     def _on_lost(self, conn: Any) -> None:
+        current = conn is self._conn
         super()._on_lost(conn)
-        self._finished.notify_all()  # finishes may have been missed: read again now
+        if current:
+            self._finished.notify_all()  # finishes may have been missed: read again now
+            if self._finished.watching:
+                self._listen_soon()

@@ -73,6 +73,15 @@ FINISHED_SQL = ", ".join(f"'{s.value}'" for s in Status if s.is_terminal)
 _RUNNABLE = f"'{Status.PENDING.value}', '{Status.RUNNING.value}'"
 
 
+def _notified_id(instance_id: str) -> str:
+    # A notification payload must stay under 8000 bytes; a longer id is sent as '' and
+    # wakes every waiter, who each re-read their own instance.
+    return f"CASE WHEN octet_length({instance_id}) < 8000 THEN {instance_id} ELSE '' END"
+
+
+_NOTIFIED_ID = _notified_id("instance_id")
+
+
 def _param(index: int, column: str) -> str:
     return f"${index}::{_TYPES.get(column, 'text')}"
 
@@ -102,7 +111,7 @@ class Statements:
         self.channel = f"sayiir_work_{schema}"
         # Carries the id of each instance that finishes, for clients waiting on results.
         self.done_channel = f"sayiir_done_{schema}"
-        self.notify_done = "SELECT pg_notify($1::text, $2::text)"
+        self.notify_done = f"SELECT pg_notify($1::text, {_notified_id('$2::text')})"
         n_record = len(RECORD_COLUMNS)
         values = ", ".join(_param(i + 1, c) for i, c in enumerate(RECORD_COLUMNS))
 
@@ -239,7 +248,7 @@ class Statements:
                    CASE WHEN owner IS NULL AND status IN ({_RUNNABLE})
                         THEN pg_notify($23::text, '') END AS notified,
                    CASE WHEN status IN ({FINISHED_SQL})
-                        THEN pg_notify($25::text, instance_id) END AS finished
+                        THEN pg_notify($25::text, {_NOTIFIED_ID}) END AS finished
             FROM upd
         """
         self.commit_outcome = f"""

@@ -59,10 +59,13 @@ class FinishWatch:
         self._loop = asyncio.get_running_loop()
         self._finished = asyncio.Event()
 
-    def fire(self) -> None:
-        """Thread-safe: end the current (or the next) ``wait``."""
-        if not self._loop.is_closed():
+    def fire(self) -> bool:
+        """Thread-safe: end the current (or the next) ``wait``; False if its loop is gone."""
+        try:
             self._loop.call_soon_threadsafe(self._finished.set)
+        except RuntimeError:  # the waiter's loop closed without unwinding the watch
+            return False
+        return True
 
     async def wait(self, max_wait: float) -> bool:
         """Wait until the instance may have finished (True) or ``max_wait`` ran out."""
@@ -83,18 +86,29 @@ class FinishNotifier:
         self._lock = threading.Lock()
         self._watches: dict[str, set[FinishWatch]] = {}
 
+    @property
+    def watching(self) -> bool:
+        return bool(self._watches)
+
     def notify(self, instance_id: str) -> None:
         with self._lock:
             watches = list(self._watches.get(instance_id, ()))
-        for watch in watches:
-            watch.fire()
+        self._fire(watches)
 
     def notify_all(self) -> None:
         """Fire every watch: finishes may have been missed (a lost connection)."""
         with self._lock:
             watches = [watch for group in self._watches.values() for watch in group]
-        for watch in watches:
-            watch.fire()
+        self._fire(watches)
+
+    def _fire(self, watches: list[FinishWatch]) -> None:
+        dead = [watch for watch in watches if not watch.fire()]
+        if dead:
+            with self._lock:
+                for watch in dead:
+                    for group in self._watches.values():
+                        group.discard(watch)
+                self._watches = {key: group for key, group in self._watches.items() if group}
 
     @asynccontextmanager
     async def watch(self, instance_id: str, poll_interval: float) -> AsyncIterator[FinishWatch]:
@@ -105,10 +119,10 @@ class FinishNotifier:
             yield watch
         finally:
             with self._lock:
-                group = self._watches[instance_id]
+                group = self._watches.get(instance_id, set())
                 group.discard(watch)
                 if not group:
-                    del self._watches[instance_id]
+                    self._watches.pop(instance_id, None)
 
 
 class FileNotifiers:

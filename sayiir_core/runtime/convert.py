@@ -81,12 +81,18 @@ def error_for(error: ErrorInfo, instance_id: str) -> WorkflowError:
 
 
 def result_or_raise(status: WorkflowStatus) -> Any:
-    """A finished instance's output, or the typed error explaining why there is none."""
+    """A finished instance's output, or the typed error explaining why there is none.
+
+    A failure raises its ``TaskError`` (or subclass), a cancel ``InstanceCancelledError``;
+    an instance that has not finished raises ``InvalidStateError``.
+    """
     instance = status.instance_id or "?"
     if status.is_completed():
         return status.output
-    if status.is_failed() and status.error_detail is not None:
-        raise error_for(status.error_detail, instance)
+    if status.is_failed():
+        if status.error_detail is not None:
+            raise error_for(status.error_detail, instance)
+        raise WorkflowError(f"instance {instance!r} failed: {status.error}")
     if status.is_cancelled():
         by = f" by {status.cancelled_by!r}" if status.cancelled_by else ""
         why = f": {status.reason}" if status.reason else ""
@@ -95,7 +101,10 @@ def result_or_raise(status: WorkflowStatus) -> Any:
             reason=status.reason,
             cancelled_by=status.cancelled_by,
         )
-    raise InvalidStateError(f"instance {instance!r} has not finished (status {status.status})")
+    raise InvalidStateError(
+        f"instance {instance!r} did not complete (status {status.status}); "
+        "use run_durable_workflow() to inspect it and resume_workflow() to continue"
+    )
 
 
 def _datetime(timestamp: float | None) -> datetime | None:

@@ -325,9 +325,10 @@ class Engine:
         poll_interval: float | None,
     ) -> WorkflowStatus:
         """The instance's status once it has finished (completed, failed or cancelled)."""
-        if timeout is not None and timeout < 0:
+        # Written as "not ok" so that NaN is refused too.
+        if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
-        if poll_interval is not None and poll_interval <= 0:
+        if poll_interval is not None and not poll_interval > 0:
             raise ValueError(f"poll_interval must be > 0 seconds or None, got {poll_interval!r}")
         await self.open()
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from sayiir_core.backends import Backend, ConflictPolicy, ControlRequest, NewInstance, StepWrite
+from sayiir_core.backends import (
+    Backend,
+    ConflictPolicy,
+    ControlRequest,
+    FinishWatch,
+    NewInstance,
+    StepWrite,
+)
 from sayiir_core.status import Status
 
 NOW = 1_000.0
@@ -24,6 +31,14 @@ async def claimed(backend: Backend, instance_id: str) -> int:
     new = NewInstance(instance_id, "wf", "hash-1", b"1", Status.PENDING, NOW)
     await backend.create(new, ConflictPolicy.FAIL)
     return (await backend.claim(instance_id, "w1", TTL, NOW)).token
+
+
+async def quiet(*watches: FinishWatch) -> None:
+    """Let the watches settle: a backend may fire a new watch once, e.g. when its
+    PostgreSQL LISTEN connection comes up, since finishes may have gone unheard."""
+    for watch in watches:
+        while await watch.wait(0.3):
+            pass
 
 
 def write(status: Status, **extra: Any) -> StepWrite:
@@ -42,6 +57,7 @@ async def test_a_finishing_commit_fires_the_watches_of_that_instance_only(
         backend.watch_finish("i-1") as second,
         backend.watch_finish("i-2") as other,
     ):
+        await quiet(first, second, other)
         await other_backend.commit("i-1", token, write(status, output=b"2", release=True))
 
         assert await asyncio.wait_for(first.wait(FIRES_WITHIN), FIRES_WITHIN / 2)
@@ -55,6 +71,7 @@ async def test_commits_that_do_not_finish_fire_nothing(
     token = await claimed(other_backend, "i-1")
 
     async with backend.watch_finish("i-1") as watch:
+        await quiet(watch)
         await other_backend.commit("i-1", token, write(Status.RUNNING, checkpoints=[("a", b"1")]))
         await other_backend.commit(
             "i-1", token, write(Status.WAITING, wake_at=NOW + 60, release=True)
@@ -70,6 +87,7 @@ async def test_a_cancel_that_applies_at_once_fires_the_watch(
     await claimed(other_backend, "i-1")  # the lease runs out at NOW + TTL: nobody holds it then
 
     async with backend.watch_finish("i-1") as watch:
+        await quiet(watch)
         record = await other_backend.request_control(
             "i-1", ControlRequest.CANCEL, "no longer needed", "ops", NOW + TTL + 1
         )
@@ -85,6 +103,7 @@ async def test_a_finish_before_the_watch_does_not_fire_it(
     await other_backend.commit("i-1", token, write(Status.COMPLETED, output=b"2", release=True))
 
     async with backend.watch_finish("i-1") as watch:
+        await quiet(watch)
         # The waiter's read finds it finished: the watch only covers what comes after.
         assert not await watch.wait(0.2)
         assert watch.poll_interval > 0
@@ -98,5 +117,6 @@ async def test_watches_can_be_entered_again_after_they_end(
 
     for instance_id, token in (("i-1", first_token), ("i-2", second_token)):
         async with backend.watch_finish(instance_id) as watch:
+            await quiet(watch)
             await other_backend.commit(instance_id, token, write(Status.COMPLETED, release=True))
             assert await asyncio.wait_for(watch.wait(FIRES_WITHIN), FIRES_WITHIN / 2)

@@ -249,7 +249,8 @@ async def test_a_finish_in_another_pool_fires_a_watch_through_notify(opener: Ope
     token = await claimed(worker)
 
     async with waiter.watch_finish("i-1") as watch:
-        assert waiter._finish_listener.listening  # connected on entry, before any read
+        await _until(lambda: waiter._finish_listener.listening)  # connected in the background
+        assert await asyncio.wait_for(watch.wait(10), 5)  # and says so: read again
         await worker.commit("i-1", token, step(Status.COMPLETED, output=b"1", release=True))
         assert await asyncio.wait_for(watch.wait(10), 5)
 
@@ -261,15 +262,79 @@ async def test_a_finish_watch_survives_losing_the_listen_connection(
     token = await claimed(worker)
 
     async with waiter.watch_finish("i-1") as watch:
+        await _until(lambda: waiter._finish_listener.listening)
+        await watch.wait(0.5)  # the connect fired it
         assert await _kill_listen_connections(postgres_database) >= 1
         # Finishes may have been missed while the connection was down: the loss fires
         # every watch, so its waiter reads the instance again at once.
         assert await asyncio.wait_for(watch.wait(10), 5)
 
     async with waiter.watch_finish("i-1") as watch:
-        assert waiter._finish_listener.listening  # re-made by the next watch
+        await _until(lambda: waiter._finish_listener.listening)  # re-made for the next watch
+        await watch.wait(0.5)  # the connect fired it
         await worker.commit("i-1", token, step(Status.COMPLETED, output=b"1", release=True))
         assert await asyncio.wait_for(watch.wait(10), 5)
+
+
+async def test_a_watch_in_progress_hears_finishes_again_once_listen_is_re_made(
+    opener: Opener, postgres_database: str
+) -> None:
+    waiter, worker = await opener(), await opener()
+    token = await claimed(worker)
+    listener = waiter._finish_listener
+
+    async with waiter.watch_finish("i-1") as watch:
+        await _until(lambda: listener.listening)
+        assert await _kill_listen_connections(postgres_database) >= 1
+        assert await asyncio.wait_for(watch.wait(10), 5)  # the loss: read again
+        await _until(lambda: listener.listening)  # re-made in the background
+        await watch.wait(0.5)  # the reconnect fires the watch too: read again
+
+        await worker.commit("i-1", token, step(Status.COMPLETED, output=b"1", release=True))
+        assert await asyncio.wait_for(watch.wait(10), 5)
+
+
+async def test_a_finish_of_an_instance_with_a_very_long_id_is_notified(opener: Opener) -> None:
+    waiter, worker = await opener(), await opener()
+    long_id = "order-" + "x" * 9000  # over NOTIFY's 8000-byte payload limit
+    token = await claimed(worker, long_id)
+
+    async with waiter.watch_finish(long_id) as watch, waiter.watch_finish("other") as other:
+        await worker.commit(long_id, token, step(Status.COMPLETED, output=b"1", release=True))
+        # Sent without its id, the notification fires every watch; each re-reads its own.
+        assert await asyncio.wait_for(watch.wait(10), 5)
+        assert await asyncio.wait_for(other.wait(10), 5)
+    record = await waiter.get_record(long_id)
+    assert record is not None
+    assert record.status is Status.COMPLETED
+
+
+async def test_a_wait_keeps_its_timeout_while_listen_cannot_connect(opener: Opener) -> None:
+    from sayiir_core import AsyncWorkflowClient, WaitTimeoutError
+
+    waiter = await opener()
+    await waiter.create(new(), ConflictPolicy.FAIL)
+
+    async def hanging_connect() -> asyncpg.Connection:
+        await asyncio.sleep(3600)  # a half-open network path
+        raise AssertionError("unreachable")
+
+    waiter._finish_listener._connect = hanging_connect
+    client = AsyncWorkflowClient(waiter)
+    started = time.monotonic()
+    with pytest.raises(WaitTimeoutError):
+        await client.wait("i-1", timeout=0.2)
+    assert time.monotonic() - started < 2.0  # the connect goes on in the background
+
+    await client.cancel("i-1")
+    assert (await asyncio.wait_for(client.wait("i-1", timeout=0), 2)).is_cancelled()
+
+
+async def _until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
 
 
 # -- claims ----------------------------------------------------------------------------

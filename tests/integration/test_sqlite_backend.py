@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import textwrap
 import threading
@@ -169,6 +170,36 @@ async def test_a_second_process_works_the_same_file_concurrently(tmp_path: Path)
     page = await backend.list_instances(status=Status.COMPLETED, limit=500)
     assert len(page.items) == len(ids)
     await backend.close()
+
+
+_FINISHER = textwrap.dedent(
+    """
+    import sys
+    from sayiir_core import Flow, SqliteBackend, resume_workflow
+
+    wf = Flow("xproc").then(lambda x: x + 1, name="inc").build()
+    resume_workflow(wf, "x-1", backend=SqliteBackend(sys.argv[1]))
+    """
+)
+
+
+def test_a_client_waiting_sees_a_finish_made_by_another_process(tmp_path: Path) -> None:
+    from sayiir_core import Flow, WorkflowClient
+
+    path = tmp_path / "shared.db"
+    client = WorkflowClient(SqliteBackend(path))
+    client.submit(Flow("xproc").then(lambda x: x + 1, name="inc").build(), "x-1", 1)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _FINISHER, str(path)],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        # Nothing can push a finish across processes on SQLite: the wait's re-reads
+        # (every 0.05 s by default) find it.
+        assert client.result("x-1", timeout=60) == 2
+    finally:
+        assert child.wait(60) == 0
+        client.close()
 
 
 _OPENER = textwrap.dedent(

@@ -136,6 +136,7 @@ def test_public_names() -> None:
         "Claim",
         "ConflictPolicy",
         "ControlRequest",
+        "FinishWatch",
         "HistoryEvent",
         "InMemoryBackend",
         "InstancePage",

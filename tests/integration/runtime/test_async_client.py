@@ -15,6 +15,7 @@ from sayiir_core import (
     InstanceNotFoundError,
     InvalidStateError,
     SerializationError,
+    WaitTimeoutError,
     Worker,
     Workflow,
 )
@@ -200,3 +201,36 @@ async def test_signal_timeout_in_a_worker(
     status = await client.status("late-1")
     assert status.is_failed()
     assert status.error_type == "SignalTimeoutError"
+
+
+async def test_async_wait_and_result(durable_backend: Backend, run_worker: WorkerStarter) -> None:
+    calls = Calls()
+    wf = pipeline(calls)
+    client = AsyncWorkflowClient(durable_backend)
+    await client.submit(wf, "w-1", 1)
+    waiting = asyncio.create_task(client.result("w-1", timeout=30, poll_interval=600))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+
+    run_worker([wf])
+
+    assert await asyncio.wait_for(waiting, 30) == 6
+    assert (await client.wait("w-1", timeout=0)).is_completed()
+    await client.submit(Flow("idle").then(lambda x: x, name="step").build(), "idle-1", 0)
+    with pytest.raises(WaitTimeoutError, match=r"'idle-1' did not finish within 0\.1s"):
+        await client.wait("idle-1", timeout=0.1)  # no worker knows "idle"
+
+
+async def test_a_cancelled_wait_leaves_no_watch_behind(durable_backend: Backend) -> None:
+    client = AsyncWorkflowClient(durable_backend)
+    await client.submit(Flow("idle").then(lambda x: x, name="step").build(), "idle-1", 0)
+    waits = [asyncio.create_task(client.wait("idle-1", poll_interval=600)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    finished = durable_backend._finished  # type: ignore[attr-defined]
+    assert finished.watching
+
+    for waiting in waits:
+        waiting.cancel()
+    await asyncio.gather(*waits, return_exceptions=True)
+
+    assert not finished.watching

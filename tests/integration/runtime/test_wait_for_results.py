@@ -26,6 +26,7 @@ from sayiir_core import (
 )
 
 from .conftest import HandleStarter
+from .helpers import wait_until
 
 NEVER = 600.0  # a poll interval no test lives to see
 WITHIN = 30.0
@@ -142,3 +143,31 @@ def test_waiting_for_an_unknown_instance_or_with_bad_arguments_is_a_clear_error(
         client.result("nope", poll_interval=0)
     assert issubclass(WaitTimeoutError, WorkflowError)
     assert issubclass(InstanceCancelledError, WorkflowError)
+
+
+def test_a_cancel_of_a_running_instance_ends_the_wait_at_its_next_checkpoint(
+    client: WorkflowClient, start_worker: HandleStarter
+) -> None:
+    gate = threading.Event()
+    wf = gated_flow(gate, "running").build()
+    client.submit(wf, "rc-1", 1)
+    start_worker("w1", [wf])
+    wait_until(lambda: client.status("rc-1").status == "running", WITHIN, "the claim")
+    outcome: list[BaseException] = []
+
+    def wait_for_it() -> None:
+        try:
+            client.result("rc-1", timeout=WITHIN, poll_interval=NEVER)
+        except BaseException as error:  # handed to the test thread
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    client.cancel("rc-1", reason="too slow")  # the worker holds it: applies at its next commit
+    gate.set()
+    waiter.join(WITHIN)
+
+    assert not waiter.is_alive()
+    [error] = outcome
+    assert isinstance(error, InstanceCancelledError)
+    assert error.reason == "too slow"
