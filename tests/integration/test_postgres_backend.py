@@ -390,6 +390,32 @@ async def test_claim_next_costs_one_round_trip_when_idle(
 # -- commit ----------------------------------------------------------------------------
 
 
+async def test_a_ten_step_run_costs_one_round_trip_per_step_and_one_to_start(
+    opener: Opener, postgres_schema: tuple[str, str]
+) -> None:
+    from sayiir_core import Flow
+    from sayiir_core.runtime.engine import Engine
+
+    flow = Flow("chain")
+    for n in range(10):
+        flow = flow.then(lambda x: x + 1, name=f"step_{n}")
+    workflow = flow.build()
+    proxy = WireProxy()
+    await proxy.start()
+    try:
+        backend = await opener(url=proxy.url(postgres_schema[0]), min_size=1, max_size=1)
+        engine = Engine(backend)
+        await engine.run(workflow, "warm-up", 0)  # prepares the statements
+        proxy.round_trips = 0
+
+        status = await engine.run(workflow, "measured", 0)
+
+        assert status.output == 10
+        assert proxy.round_trips == 11  # the create, then one commit per step
+    finally:
+        await proxy.stop()
+
+
 async def test_a_commit_is_one_round_trip_and_one_transaction(
     opener: Opener, postgres_schema: tuple[str, str]
 ) -> None:
