@@ -6,11 +6,13 @@
     sayiir submit flows:orders --input '{"id": 1}'  store it for a worker
     sayiir worker flows:orders                       serve instances from the database
     sayiir status|history ID, sayiir list            inspect
+    sayiir wait ID [--timeout SECONDS]               block until it has finished
     sayiir signal|cancel|pause|unpause|retry-from    control
 
 The database is ``--db URL``, else ``$SAYIIR_DATABASE_URL``, else ``sqlite:///sayiir.db``
 in the current directory. Exit codes: 0 success (a run that parks on a delay or a signal
-included), 1 a failed or cancelled run or any error, 2 a usage error, 130 interrupted.
+included), 1 a failed or cancelled run (or waited-for instance) or any error, 2 a usage
+error, 130 interrupted.
 Errors are one ``error: ...`` line on stderr, never a traceback.
 
 Modules: ``cli`` (entry point, arguments, inspect and control commands), ``cli_run``
@@ -136,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         add("worker", cmd_worker, "Serve instances from the database.", with_json=False)
     )
     add("status", cmd_status, "Show an instance's status.").add_argument("instance_id")
+    sub = add("wait", cmd_wait, "Wait until an instance has finished; show its final status.")
+    sub.add_argument("instance_id")
+    sub.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="give up after this long (exit code 1; the instance runs on); default: no limit",
+    )
     _add_list_arguments(add("list", cmd_list, "List instances, newest first."))
     add("history", cmd_history, "Show an instance's event history.").add_argument("instance_id")
     sub = add("signal", cmd_signal, "Send a signal to an instance.")
@@ -239,6 +249,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     instance_id: str = args.instance_id
     print_status(args, with_client(args, lambda client: client.status(instance_id)))
     return EXIT_OK
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    instance_id: str = args.instance_id
+    status = with_client(args, lambda client: client.wait(instance_id, timeout=args.timeout))
+    print_status(args, status)
+    return EXIT_ERROR if status.is_failed() or status.is_cancelled() else EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:

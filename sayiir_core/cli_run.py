@@ -177,4 +177,5 @@ def cmd_submit(args: argparse.Namespace) -> int:
     )
     print_status(args, status)
     say(args, "\nA worker runs it:\n" + suggest(args, "worker", args.target))
+    say(args, "Wait for its result:\n" + suggest(args, "wait", status.instance_id or "?"))
     return EXIT_OK

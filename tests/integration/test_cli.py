@@ -538,6 +538,41 @@ def test_worker_runs_a_submitted_instance_and_stops_on_sigterm(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be sent gracefully on Windows")
+def test_wait_blocks_until_a_worker_in_another_process_finishes(
+    flows: str, db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    submit = ["submit", f"{flows}:greet", "--input", "4", "--instance-id", "w-2", "--db", db]
+    assert main(submit) == 0
+    capsys.readouterr()
+    assert main(["wait", "w-2", "--timeout", "0.2", "--db", db]) == 1
+    assert capsys.readouterr().err == (
+        "error: instance 'w-2' did not finish within 0.2s (status pending); it goes on running\n"
+    )
+
+    worker = _start_worker(flows, db, tmp_path, "greet")
+    try:
+        status = run_json(capsys, "wait", "w-2", "--timeout", "30", "--db", db)
+    finally:
+        err = _stop(worker)
+
+    assert (status["status"], status["output"]) == ("completed", 9), err
+
+
+def test_wait_for_a_failed_instance_exits_1_and_shows_it(
+    flows: str, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", f"{flows}:payment", "--input", "3", "--db", db, "--instance-id", "p-9"]
+    assert main(argv) == 1
+
+    status = run_json(capsys, "wait", "p-9", "--db", db, code=1)
+
+    assert (status["status"], status["error_type"]) == ("failed", "ValueError")
+    assert main(["wait", "nope", "--db", db]) == 1
+    assert capsys.readouterr().err == "error: no workflow instance 'nope'\n"
+    assert main(["wait", "p-9", "--timeout", "-1", "--db", db]) == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be sent gracefully on Windows")
 def test_sigterm_lets_the_running_step_finish_and_checkpoint(
     flows: str, db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
