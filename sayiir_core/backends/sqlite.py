@@ -57,7 +57,7 @@ from sayiir_core.status import Status
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
 # How often a client waiting for a result re-reads the instance (see watch_finish).
-FINISH_POLL_INTERVAL = 0.05
+_FINISH_POLL_INTERVAL = 0.05
 # RETURNING (3.35) lets commit fence, write and read the pending request in one statement.
 _MIN_SQLITE = (3, 35, 0)
 
@@ -134,7 +134,7 @@ class SqliteBackend:
     def watch_finish(self, instance_id: str) -> AbstractAsyncContextManager[FinishWatch]:
         # Finishes in this process fire the watch; another process's are seen by the
         # waiter's next read, so it reads often (a local read costs tens of µs).
-        return self._finished.watch(instance_id, FINISH_POLL_INTERVAL)
+        return self._finished.watch(instance_id, _FINISH_POLL_INTERVAL)
 
     async def create(self, new: NewInstance, policy: ConflictPolicy) -> tuple[InstanceRecord, bool]:
         with self._write("create") as conn:

@@ -19,6 +19,7 @@ from postgres_service import WireProxy, run_sync, with_database
 from sayiir_core.backends import (
     ConflictPolicy,
     ControlRequest,
+    FinishWatch,
     HistoryEvent,
     NewInstance,
     StepWrite,
@@ -262,16 +263,14 @@ async def test_a_finish_watch_survives_losing_the_listen_connection(
     token = await claimed(worker)
 
     async with waiter.watch_finish("i-1") as watch:
-        await _until(lambda: waiter._finish_listener.listening)
-        await watch.wait(0.5)  # the connect fired it
+        await _finish_listening(waiter, watch)
         assert await _kill_listen_connections(postgres_database) >= 1
         # Finishes may have been missed while the connection was down: the loss fires
         # every watch, so its waiter reads the instance again at once.
         assert await asyncio.wait_for(watch.wait(10), 5)
 
     async with waiter.watch_finish("i-1") as watch:
-        await _until(lambda: waiter._finish_listener.listening)  # re-made for the next watch
-        await watch.wait(0.5)  # the connect fired it
+        await _finish_listening(waiter, watch)  # re-made for the next watch
         await worker.commit("i-1", token, step(Status.COMPLETED, output=b"1", release=True))
         assert await asyncio.wait_for(watch.wait(10), 5)
 
@@ -281,14 +280,12 @@ async def test_a_watch_in_progress_hears_finishes_again_once_listen_is_re_made(
 ) -> None:
     waiter, worker = await opener(), await opener()
     token = await claimed(worker)
-    listener = waiter._finish_listener
 
     async with waiter.watch_finish("i-1") as watch:
-        await _until(lambda: listener.listening)
+        await _finish_listening(waiter, watch)
         assert await _kill_listen_connections(postgres_database) >= 1
         assert await asyncio.wait_for(watch.wait(10), 5)  # the loss: read again
-        await _until(lambda: listener.listening)  # re-made in the background
-        await watch.wait(0.5)  # the reconnect fires the watch too: read again
+        await _finish_listening(waiter, watch)  # re-made in the background
 
         await worker.commit("i-1", token, step(Status.COMPLETED, output=b"1", release=True))
         assert await asyncio.wait_for(watch.wait(10), 5)
@@ -328,6 +325,12 @@ async def test_a_wait_keeps_its_timeout_while_listen_cannot_connect(opener: Open
 
     await client.cancel("i-1")
     assert (await asyncio.wait_for(client.wait("i-1", timeout=0), 2)).is_cancelled()
+
+
+async def _finish_listening(backend: PostgresBackend, watch: FinishWatch) -> None:
+    """Until the finish LISTEN connection is up, and past the wake-up its connect sends."""
+    await _until(lambda: backend._finish_listener.listening)
+    await watch.wait(0.5)
 
 
 async def _until(predicate: Callable[[], bool], within: float = 5.0) -> None:

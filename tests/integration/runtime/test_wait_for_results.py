@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,26 @@ WITHIN = 30.0
 @pytest.fixture
 def client(durable_backend: Backend) -> WorkflowClient:
     return WorkflowClient(durable_backend)
+
+
+class ResultInThread(threading.Thread):
+    """``client.result(instance_id)`` on a thread of its own, started at once.
+
+    After ``join``, ``value`` is what it returned and ``error`` what it raised.
+    """
+
+    def __init__(self, client: WorkflowClient, instance_id: str) -> None:
+        super().__init__()
+        self._client, self._instance_id = client, instance_id
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.value = self._client.result(self._instance_id, timeout=WITHIN, poll_interval=NEVER)
+        except BaseException as error:  # handed to the test thread
+            self.error = error
 
 
 def gated_flow(gate: threading.Event, name: str = "gated") -> Flow:
@@ -85,22 +106,13 @@ def test_result_of_a_failed_instance_raises_the_task_error(
 def test_a_cancel_ends_the_wait_and_result_says_who_cancelled(client: WorkflowClient) -> None:
     wf = Flow("cancelled").then(lambda x: x, name="never_runs").build()
     client.submit(wf, "c-1", 1)  # no worker: it stays pending until cancelled
-    waiting: list[BaseException] = []
-
-    def wait_for_it() -> None:
-        try:
-            client.result("c-1", timeout=WITHIN, poll_interval=NEVER)
-        except BaseException as error:  # handed to the test thread
-            waiting.append(error)
-
-    waiter = threading.Thread(target=wait_for_it)
-    waiter.start()
+    waiter = ResultInThread(client, "c-1")
     time.sleep(0.2)  # most often the waiter is blocked by now; if not, its read sees the cancel
     client.cancel("c-1", reason="customer left", cancelled_by="support")  # nobody holds it
     waiter.join(WITHIN)
 
     assert not waiter.is_alive()
-    [error] = waiting
+    error = waiter.error
     assert isinstance(error, InstanceCancelledError)
     assert str(error) == "instance 'c-1' was cancelled by 'support': customer left"
     assert (error.reason, error.cancelled_by) == ("customer left", "support")
@@ -114,19 +126,13 @@ def test_many_waiters_on_many_instances_each_get_their_own_result(
     ids = [f"m-{n}" for n in range(6)]
     for n, instance_id in enumerate(ids):
         client.submit(wf, instance_id, n)
-    results: dict[str, int] = {}
-
-    def wait_for(instance_id: str) -> None:
-        results[instance_id] = client.result(instance_id, timeout=WITHIN, poll_interval=NEVER)
-
-    waiters = [threading.Thread(target=wait_for, args=(i,)) for i in ids]
-    for waiter in waiters:
-        waiter.start()
+    waiters = {instance_id: ResultInThread(client, instance_id) for instance_id in ids}
     start_worker("w1", [wf], concurrency=8)
     gate.set()
-    for waiter in waiters:
+    for waiter in waiters.values():
         waiter.join(WITHIN)
 
+    results = {instance_id: waiter.value for instance_id, waiter in waiters.items()}
     assert results == {instance_id: (n + 1) * 10 for n, instance_id in enumerate(ids)}
 
 
@@ -153,21 +159,12 @@ def test_a_cancel_of_a_running_instance_ends_the_wait_at_its_next_checkpoint(
     client.submit(wf, "rc-1", 1)
     start_worker("w1", [wf])
     wait_until(lambda: client.status("rc-1").status == "running", WITHIN, "the claim")
-    outcome: list[BaseException] = []
-
-    def wait_for_it() -> None:
-        try:
-            client.result("rc-1", timeout=WITHIN, poll_interval=NEVER)
-        except BaseException as error:  # handed to the test thread
-            outcome.append(error)
-
-    waiter = threading.Thread(target=wait_for_it)
-    waiter.start()
+    waiter = ResultInThread(client, "rc-1")
     client.cancel("rc-1", reason="too slow")  # the worker holds it: applies at its next commit
     gate.set()
     waiter.join(WITHIN)
 
     assert not waiter.is_alive()
-    [error] = outcome
+    error = waiter.error
     assert isinstance(error, InstanceCancelledError)
     assert error.reason == "too slow"
