@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
 
 from sayiir_core.backends.notify import FinishWatch
 from sayiir_core.machine.state import ErrorInfo
@@ -152,6 +153,32 @@ class InstancePage:
 
     items: Sequence[InstanceRecord]
     next_cursor: str | None
+
+
+class OpensAndCloses:
+    """``async with backend:`` opens it on entry and closes it on exit.
+
+    Ownership rule, the same everywhere: whoever creates or opens a backend closes it.
+    A client or worker that is handed a backend uses it and leaves it open.
+    """
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 @runtime_checkable

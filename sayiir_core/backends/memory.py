@@ -22,6 +22,7 @@ from sayiir_core.backends.base import (
     InstanceRecord,
     LoadedInstance,
     NewInstance,
+    OpensAndCloses,
     StepWrite,
 )
 from sayiir_core.backends.notify import FinishNotifier, FinishWatch, WorkNotifier
@@ -69,7 +70,7 @@ class _Stored:
         self.events.extend(events)
 
 
-class InMemoryBackend:
+class InMemoryBackend(OpensAndCloses):
     """A backend that keeps everything in dictionaries.
 
     Example::

@@ -38,6 +38,7 @@ from sayiir_core.backends.base import (
     InstanceRecord,
     LoadedInstance,
     NewInstance,
+    OpensAndCloses,
     StepWrite,
 )
 from sayiir_core.backends.notify import FinishWatch
@@ -64,7 +65,7 @@ _FINISH_POLL_INTERVAL = 1.0
 _CREATE_ROUNDS = 5
 
 
-class PostgresBackend(PostgresStepQueue):
+class PostgresBackend(PostgresStepQueue, OpensAndCloses):
     """A durable backend in a PostgreSQL schema, shared by any number of workers.
 
     ``url`` is a libpq-style URL (``postgresql://user:password@host:5432/db``); a

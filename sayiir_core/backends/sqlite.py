@@ -36,6 +36,7 @@ from sayiir_core.backends.base import (
     InstanceRecord,
     LoadedInstance,
     NewInstance,
+    OpensAndCloses,
     StepWrite,
 )
 from sayiir_core.backends.notify import FinishWatch, notifiers_for
@@ -62,7 +63,7 @@ _FINISH_POLL_INTERVAL = 0.05
 _MIN_SQLITE = (3, 35, 0)
 
 
-class SqliteBackend:
+class SqliteBackend(OpensAndCloses):
     """A durable backend in one SQLite file; the default for the CLI and examples.
 
     ``synchronous`` is SQLite's durability setting: ``FULL`` (default) syncs the WAL on
