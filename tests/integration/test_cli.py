@@ -24,7 +24,7 @@ import pytest
 
 import sayiir_core
 from sayiir_core.cli import build_parser, main
-from sayiir_core.cli_output import ASCII, UNICODE, symbols_for
+from sayiir_core.cli.output import ASCII, UNICODE, symbols_for
 
 REPO_ROOT = Path(sayiir_core.__file__).resolve().parents[1]
 

@@ -15,9 +15,9 @@ included), 1 a failed or cancelled run (or waited-for instance) or any error, 2 
 error, 130 interrupted.
 Errors are one ``error: ...`` line on stderr, never a traceback.
 
-Modules: ``cli`` (entry point, arguments, inspect and control commands), ``cli_run``
-(run, resume, submit), ``cli_worker``, ``cli_targets`` (``module:attr`` loading),
-``cli_output`` (tables, JSON, event lines) and ``cli_common``.
+Modules of ``sayiir_core.cli``: ``main`` (entry point, arguments, inspect and control
+commands), ``run`` (run, resume, submit), ``worker``, ``targets`` (``module:attr``
+loading), ``output`` (tables, JSON, event lines) and ``common``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from sayiir_core import __version__
 from sayiir_core.backends.base import ConflictPolicy
-from sayiir_core.cli_common import (
+from sayiir_core.cli.common import (
     DEFAULT_DATABASE_URL,
     ENV_DATABASE_URL,
     EXIT_ERROR,
@@ -44,16 +44,16 @@ from sayiir_core.cli_common import (
     suggest,
     with_client,
 )
-from sayiir_core.cli_output import (
+from sayiir_core.cli.output import (
     event_document,
     history_table,
     instance_table,
     status_document,
     to_json,
 )
-from sayiir_core.cli_run import cmd_resume, cmd_run, cmd_submit
-from sayiir_core.cli_targets import TargetError
-from sayiir_core.cli_worker import cmd_worker
+from sayiir_core.cli.run import cmd_resume, cmd_run, cmd_submit
+from sayiir_core.cli.targets import TargetError
+from sayiir_core.cli.worker import cmd_worker
 from sayiir_core.client import AsyncWorkflowClient
 from sayiir_core.errors import WorkflowError
 from sayiir_core.status import Status, WorkflowStatus
@@ -370,7 +370,3 @@ def _continue_hint(args: argparse.Namespace, status: WorkflowStatus) -> None:
     if status.status in (Status.PENDING, Status.AWAITING_SIGNAL, Status.WAITING):
         say(args, f"\nUnless a worker serves {status.workflow_id!r}, continue it with:")
         say(args, suggest(args, "resume", "MODULE:ATTR", status.instance_id or "?"))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from sayiir_core.backends.base import HistoryEvent
 from sayiir_core.backends.url import backend_from_url, redact
-from sayiir_core.cli_common import (
+from sayiir_core.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -25,14 +25,14 @@ from sayiir_core.cli_common import (
     suggest,
     with_client,
 )
-from sayiir_core.cli_output import (
+from sayiir_core.cli.output import (
     QUIET_KINDS,
     clock_time,
     describe_event,
     local_time,
     symbols_for,
 )
-from sayiir_core.cli_targets import awaited_signal_names, load_workflow
+from sayiir_core.cli.targets import awaited_signal_names, load_workflow
 from sayiir_core.runtime.engine import Engine
 from sayiir_core.runtime.executor import LocalExecutor
 from sayiir_core.runtime.loop_thread import run_sync

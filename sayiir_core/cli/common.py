@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sayiir_core.backends.url import backend_from_url
-from sayiir_core.cli_output import status_block, status_document, to_json
+from sayiir_core.cli.output import status_block, status_document, to_json
 from sayiir_core.client import AsyncWorkflowClient
 from sayiir_core.runtime.loop_thread import run_sync
 from sayiir_core.status import WorkflowStatus
