@@ -174,6 +174,19 @@ def check_signal_target(record: InstanceRecord, name: str) -> None:
         )
 
 
+def signal_wakes(record: InstanceRecord, name: str) -> bool:
+    """Whether a signal called ``name`` should wake the instance now.
+
+    Only one it is parked waiting for: a signal under any other name is buffered for a
+    later ``wait_for_signal`` and must not send a worker to claim an instance that would
+    only park again. ``control["signals"]`` maps each awaited signal's step to its name.
+    """
+    if record.status is not Status.AWAITING_SIGNAL:
+        return False
+    awaited = record.control.get("signals", {})
+    return name in awaited.values()
+
+
 def apply_reset(
     record: InstanceRecord, checkpoint_keys: Sequence[str], task_id: str, now: float
 ) -> tuple[InstanceRecord, int, HistoryEvent]:

@@ -7,6 +7,7 @@ URLs follow SQLAlchemy: three slashes then a relative path, four for an absolute
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TypedDict, cast
 from urllib.parse import parse_qsl, unquote
 
@@ -47,6 +48,11 @@ def backend_from_url(url: str) -> Backend:
         backend = backend_from_url(os.environ.get("SAYIIR_DATABASE_URL", "sqlite:///sayiir.db"))
         await backend.open()
     """
+    if not isinstance(url, str):
+        raise TypeError(
+            f"backend_from_url expects a URL string such as {SUPPORTED[1]!r}, "
+            f"got {type(url).__name__}"
+        )
     scheme, separator, rest = url.partition("://")
     if not separator or not scheme:
         raise BackendError(f"not a backend URL: {redact(url)!r}; expected {_supported()}")
@@ -63,24 +69,57 @@ def backend_from_url(url: str) -> Backend:
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (``user:***@host``).
+    """``url`` with any password replaced by ``***``: ``user:***@host``, ``?password=***``.
 
     Deliberately blunt: everything between the first ``:`` after ``//`` and the last
-    ``@`` goes, so a password holding ``/`` or ``@`` is hidden too. Over-masking a path
-    is harmless; showing a password in a log is not.
+    ``@`` goes, so a password holding ``/`` or ``@`` is hidden too, and so does the value
+    of every query parameter whose name mentions a password or secret (libpq's
+    ``password=``, ``sslpassword=``). Over-masking is harmless; showing a password in a
+    log is not.
     """
     scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    rest, question, query = rest.partition("?")
     at = rest.rfind("@")
-    if not separator or at == -1:
-        return url
-    user, colon, _ = rest[:at].partition(":")
-    if not colon:
-        return url
-    return f"{scheme}://{user}:***@{rest[at + 1 :]}"
+    if at != -1:
+        user, colon, _ = rest[:at].partition(":")
+        if colon:
+            rest = f"{user}:***@{rest[at + 1 :]}"
+    if question:
+        query = "&".join(_redact_parameter(part) for part in query.split("&"))
+    return f"{scheme}://{rest}{question}{query}"
+
+
+def _redact_parameter(part: str) -> str:
+    name, equals, _ = part.partition("=")
+    secret = any(word in unquote(name).lower() for word in ("password", "secret"))
+    return f"{name}=***" if equals and secret else part
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file a ``sqlite://`` URL names (absolute), or ``None`` for other URLs.
+
+    Lets a caller check that a database exists before opening it, which would create it.
+    Raises ``BackendError`` for a malformed SQLite URL, as ``backend_from_url`` does.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() != "sqlite":
+        return None
+    return Path(_sqlite_location(url, rest)).absolute()
 
 
 def _sqlite(url: str, rest: str) -> SqliteBackend:
-    location, _, query = rest.partition("?")
+    path = _sqlite_location(url, rest)
+    options = _sqlite_options(url, rest.partition("?")[2])
+    try:
+        return SqliteBackend(path, **options)
+    except ValueError as exc:
+        raise BackendError(f"invalid option in SQLite URL {redact(url)!r}: {exc}") from exc
+
+
+def _sqlite_location(url: str, rest: str) -> str:
+    location = rest.partition("?")[0]
     if not location.startswith("/"):
         raise BackendError(
             f"SQLite URL {redact(url)!r} has a host part; use sqlite:///relative/path.db "
@@ -92,11 +131,7 @@ def _sqlite(url: str, rest: str) -> SqliteBackend:
             f"SQLite URL {redact(url)!r} names no database file; use sqlite:///path.db "
             "(or memory:// for a throwaway in-process backend)"
         )
-    options = _sqlite_options(url, query)
-    try:
-        return SqliteBackend(path, **options)
-    except ValueError as exc:
-        raise BackendError(f"invalid option in SQLite URL {redact(url)!r}: {exc}") from exc
+    return path
 
 
 def _sqlite_options(url: str, query: str) -> _SqliteOptions:

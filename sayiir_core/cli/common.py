@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sayiir_core.backends.url import backend_from_url
+from sayiir_core.backends.url import backend_from_url, redact, sqlite_path
 from sayiir_core.cli.output import status_block, status_document, to_json
 from sayiir_core.client import AsyncWorkflowClient
 from sayiir_core.runtime.loop_thread import run_sync
@@ -80,9 +80,19 @@ def with_client(
     args: argparse.Namespace,
     action: Callable[[AsyncWorkflowClient], Awaitable[T]],
     conflict_policy: str | None = None,
+    *,
+    may_create: bool = False,
 ) -> T:
-    """Run ``action`` with a client on the process's loop thread, then close the backend."""
-    backend = backend_from_url(database_url(args))
+    """Run ``action`` with a client on the process's loop thread, then close the backend.
+
+    Only commands that store something (``submit``) pass ``may_create``: opening a SQLite
+    file creates it, and an inspect or control command aimed at a mistyped path must say
+    so instead of answering from a new, empty database.
+    """
+    url = database_url(args)
+    if not may_create:
+        require_existing_database(url)
+    backend = backend_from_url(url)
 
     async def go() -> T:
         try:
@@ -91,6 +101,16 @@ def with_client(
             await backend.close()
 
     return run_sync(go())
+
+
+def require_existing_database(url: str) -> None:
+    """Refuse a SQLite URL whose file does not exist (other backends are servers)."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise CliError(
+            f"no database at {str(path)!r} (from {redact(url)!r}): check --db or "
+            f"${ENV_DATABASE_URL}; 'sayiir run', 'submit' and 'worker' create one"
+        )
 
 
 def print_status(args: argparse.Namespace, status: WorkflowStatus) -> None:

@@ -75,20 +75,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return command(args)
     except CliError as exc:
-        return _fail(str(exc), exc.exit_code)
-    except (WorkflowError, TargetError, ValueError) as exc:
-        # ValueError: the library's argument checks (e.g. an empty instance id).
-        return _fail(str(exc), EXIT_ERROR)
+        return _fail(args, exc, exc.exit_code)
+    except (WorkflowError, TargetError, ValueError, TypeError) as exc:
+        # ValueError, TypeError: the library's argument checks (e.g. an empty instance id).
+        return _fail(args, exc, EXIT_ERROR)
     except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_INTERRUPTED)
+        return _fail(args, KeyboardInterrupt("interrupted"), EXIT_INTERRUPTED)
     except BrokenPipeError:
         # `sayiir list | head`: the reader left; stay quiet, also when Python flushes at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
 
 
-def _fail(message: str, exit_code: int) -> int:
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+def _fail(args: argparse.Namespace, error: BaseException, exit_code: int) -> int:
+    """One ``error: ...`` line on stderr; under ``--json`` also an error document on stdout.
+
+    A script that parses stdout then always gets JSON, failure included.
+    """
+    message = " ".join(str(error).split())
+    if getattr(args, "json", False):
+        kind = "CliError" if isinstance(error, CliError) else type(error).__name__
+        print(to_json({"error": {"type": kind, "message": message, "exit_code": exit_code}}))
+    print(f"error: {message}", file=sys.stderr)
     return exit_code
 
 
@@ -172,6 +180,7 @@ def _add_start_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--instance-id",
         metavar="ID",
+        type=_instance_id,
         help="instance id (default: <workflow id>-<8 random hex digits>)",
     )
     sub.add_argument(
@@ -240,6 +249,14 @@ def _require_positive(value: T) -> T:
     if not isinstance(value, int | float) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
     return value
+
+
+def _instance_id(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "must not be empty; leave --instance-id out for a generated id"
+        )
+    return text
 
 
 # -- inspect ------------------------------------------------------------------------
@@ -368,5 +385,9 @@ def cmd_retry_from(args: argparse.Namespace) -> int:
 def _continue_hint(args: argparse.Namespace, status: WorkflowStatus) -> None:
     """How to get a runnable instance going when no worker is serving its workflow."""
     if status.status in (Status.PENDING, Status.AWAITING_SIGNAL, Status.WAITING):
-        say(args, f"\nUnless a worker serves {status.workflow_id!r}, continue it with:")
-        say(args, suggest(args, "resume", "MODULE:ATTR", status.instance_id or "?"))
+        say(
+            args,
+            f"\nUnless a worker serves {status.workflow_id!r}, continue it here with the "
+            f"module and attribute that define {status.workflow_id!r} (e.g. flows:orders):",
+        )
+        say(args, suggest(args, "resume", "<module>:<attr>", status.instance_id or "?"))

@@ -174,6 +174,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         args,
         lambda client: client.submit(workflow, instance_id, input_value),
         conflict_policy=args.conflict_policy,
+        may_create=True,
     )
     print_status(args, status)
     say(args, "\nA worker runs it:\n" + suggest(args, "worker", args.target))

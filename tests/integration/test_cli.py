@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 
 import sayiir_core
+from sayiir_core.backends.url import backend_from_url
 from sayiir_core.cli import build_parser, main
 from sayiir_core.cli.output import ASCII, UNICODE, symbols_for
+from sayiir_core.runtime.loop_thread import run_sync
 
 REPO_ROOT = Path(sayiir_core.__file__).resolve().parents[1]
 
@@ -90,7 +92,10 @@ def flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
+    """A SQLite database that exists (inspect and control commands never create one)."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    run_sync(backend_from_url(url).open())
+    return url
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 0) -> Any:
@@ -441,6 +446,64 @@ def test_bad_module_path(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status", "x"],
+        ["wait", "x", "--timeout", "1"],
+        ["list"],
+        ["history", "x"],
+        ["signal", "x", "approve"],
+        ["cancel", "x"],
+        ["pause", "x"],
+        ["unpause", "x"],
+        ["retry-from", "x", "double"],
+    ],
+)
+def test_inspect_and_control_never_create_a_database(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "nested" / "typo.db"
+
+    assert main([*command, "--db", f"sqlite:///{typo}"]) == 1
+
+    assert not typo.parent.exists()  # neither the file nor its directory
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no database at {str(typo)!r}")
+    assert "'sayiir run', 'submit' and 'worker' create one" in err
+
+
+def test_submit_creates_the_database(flows: str, tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.db"
+    assert main(["submit", f"{flows}:greet", "--input", "1", "--db", f"sqlite:///{fresh}"]) == 0
+    assert fresh.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "error_type"),
+    [
+        (["status", "nope"], "InstanceNotFoundError"),
+        (["list", "--db", "mysql://localhost/x"], "BackendError"),
+    ],
+)
+def test_errors_under_json_are_a_json_document(
+    argv: list[str], error_type: str, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "--db" not in argv:
+        argv = [*argv, "--db", db]
+    document = run_json(capsys, *argv, code=1)
+    assert document["error"]["type"] == error_type
+    assert document["error"]["exit_code"] == 1
+    assert document["error"]["message"]
+
+
+def test_an_empty_instance_id_is_a_usage_error(
+    flows: str, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["submit", f"{flows}:greet", "--instance-id", "", "--db", db]) == 2
+    assert "--instance-id: must not be empty" in capsys.readouterr().err
+
+
 def test_bad_database_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--db", "mysql://localhost/x"]) == 1
     assert "unsupported backend URL scheme 'mysql'" in capsys.readouterr().err
@@ -590,17 +653,9 @@ def test_sigterm_lets_the_running_step_finish_and_checkpoint(
     assert status["output"] == 6
 
 
-def test_python_m_reports_errors_without_a_traceback(flows: str, tmp_path: Path) -> None:
+def test_python_m_reports_errors_without_a_traceback(flows: str, db: str, tmp_path: Path) -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sayiir_core.cli",
-            "status",
-            "ghost",
-            "--db",
-            f"sqlite:///{tmp_path / 'x.db'}",
-        ],
+        [sys.executable, "-m", "sayiir_core.cli", "status", "ghost", "--db", db],
         cwd=tmp_path,
         env=_python_env(),
         capture_output=True,

@@ -120,12 +120,30 @@ def test_a_missing_driver_points_to_the_extra(monkeypatch: pytest.MonkeyPatch) -
         ("postgresql://app:hunter2@db/flows", "postgresql://app:***@db/flows"),
         ("postgresql://app:p@ss/w0rd@db/flows", "postgresql://app:***@db/flows"),
         ("postgresql://app@db/flows", "postgresql://app@db/flows"),
+        ("postgresql://db/flows?password=hunter2", "postgresql://db/flows?password=***"),
+        (
+            "postgresql://app:pw@db/flows?sslmode=require&sslpassword=k3y",
+            "postgresql://app:***@db/flows?sslmode=require&sslpassword=***",
+        ),
         ("sqlite:///x.db", "sqlite:///x.db"),
         ("not a url", "not a url"),
     ],
 )
 def test_redact_hides_passwords(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+def test_a_url_that_is_not_a_string_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="expects a URL string"):
+        backend_from_url(None)  # type: ignore[arg-type]
+
+
+def test_sqlite_path_names_the_file_without_opening_it(tmp_path: Path) -> None:
+    from sayiir_core.backends.url import sqlite_path
+
+    assert sqlite_path(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a.db"
+    assert sqlite_path("postgresql://db/flows") is None
+    assert not (tmp_path / "a.db").exists()
 
 
 def test_public_names() -> None:
