@@ -23,7 +23,12 @@ def parse_duration(value: Duration) -> float:
     elif isinstance(value, bool):
         raise TypeError(f"invalid duration {value!r}: expected seconds, a timedelta or '30s'")
     elif isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float, such as 10**400
+            raise ValueError(
+                f"invalid duration {value!r}: too large to be a number of seconds"
+            ) from None
     elif isinstance(value, str):
         match = _DURATION.match(value)
         if match is None:

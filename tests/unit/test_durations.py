@@ -76,3 +76,9 @@ def test_float_seconds_round_trip(seconds: float) -> None:
 def test_integer_strings_scale_by_unit(amount: int, unit: str) -> None:
     scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
     assert parse_duration(f"{amount}{unit}") == pytest.approx(amount * scale)
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), "1" + "0" * 400 + "s"])
+def test_numbers_too_large_for_seconds_are_a_value_error(value: int | str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(value)
