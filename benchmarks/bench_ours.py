@@ -42,7 +42,7 @@ from common import (
 SYSTEM = "ours"
 PG_DATABASE = "sayiir_bench"
 WORKER_CONCURRENCY = 16
-_IN_PROCESS = ("S1", "S3", "S4", "S5")
+_IN_PROCESS = ("S1", "S3", "S4", "S5", "S7")
 _NO_WORKER = {
     "S2": "no persistence, nothing for a worker to claim",
     "S6": "no persistence, nothing for a worker to claim",
@@ -160,6 +160,7 @@ def shapes_for(backend: str, flows: dict[str, Any], store: Any, tag: str) -> Sha
             fork=lambda i: run_workflow(flows["fork"], 0),
             payload=lambda i, doc: run_workflow(flows["payload"], doc),
             mapper=lambda i, items: run_workflow(flows["map"], items),
+            wide_mapper=lambda i, items: run_workflow(flows["map"], items),
         )
 
     def durable(flow: str, scenario: str) -> Callable[[int, Any], Any]:
@@ -175,7 +176,11 @@ def shapes_for(backend: str, flows: dict[str, Any], store: Any, tag: str) -> Sha
         fork=lambda i: fork(i, 0),
         payload=durable("payload", "s4"),
         mapper=durable("map", "s5"),
-        notes={"S5": "Flow.map: every item checkpointed on its own"},
+        wide_mapper=durable("map", "s7"),
+        notes={
+            "S5": "Flow.map: every item checkpointed on its own",
+            "S7": "Flow.map: every item checkpointed on its own",
+        },
     )
 
 
@@ -199,7 +204,7 @@ def run_row(row: Row, settings: Settings, reporter: Reporter) -> None:
     if store is not None:
         from sayiir_core import WorkflowClient
 
-        WorkflowClient(store).close()
+        WorkflowClient(store, owns_backend=True).close()  # closes the store on the loop thread
 
 
 def run_worker_scenarios(

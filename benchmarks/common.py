@@ -31,6 +31,7 @@ SCENARIOS: dict[str, str] = {
     "S4": "3-step chain passing a 100 KB JSON payload: per step",
     "S5": "map over a list (1,000 items in a full run): per workflow",
     "S6": "one chain of 10 submitted to an idle worker: end-to-end latency",
+    "S7": "map over a wide list (10,000 items in a full run): per workflow, ours only",
     "floor": "single-row upsert commit on the same database",
 }
 SCENARIO_ORDER = tuple(SCENARIOS)
@@ -105,6 +106,7 @@ class Settings:
     quick: bool
     s2_workflows: int
     s5_items: int
+    s7_items: int
     latency_budget_s: float
     latency_min_iters: int
     latency_max_iters: int
@@ -126,6 +128,7 @@ class Settings:
             quick=quick,
             s2_workflows=30 if quick else 200,
             s5_items=100 if quick else 1000,
+            s7_items=1000 if quick else 10_000,
             latency_budget_s=0.2 if quick else 2.5,
             latency_min_iters=5 if quick else 30,
             latency_max_iters=200 if quick else 3000,
@@ -302,11 +305,12 @@ class Shapes:
     fork: Callable[[int], Any] | None = None  # S3: input 0, output 20
     payload: Callable[[int, dict[str, Any]], Any] | None = None  # S4
     mapper: Callable[[int, list[int]], Any] | None = None  # S5: items 0..n-1, each + 1
+    wide_mapper: Callable[[int, list[int]], Any] | None = None  # S7: the same, many more items
     notes: dict[str, str] = field(default_factory=dict)
 
 
 def run_sequential(reporter: Reporter, settings: Settings, shapes: Shapes) -> None:
-    """S1, S3, S4 and S5 for one row, each timed run after run."""
+    """S1, S3, S4, S5 and S7 for one row, each timed run after run."""
     key = reporter.row.key
     wanted = reporter.row.scenarios
 
@@ -372,6 +376,32 @@ def run_sequential(reporter: Reporter, settings: Settings, shapes: Shapes) -> No
             return cell("S5", metrics)
 
         reporter.measure("S5", s5)
+    wide_mapper = shapes.wide_mapper
+    if "S7" in wanted and wide_mapper is not None:
+        reporter.measure("S7", lambda: measure_wide_map(key, wide_mapper, settings, shapes))
+
+
+def measure_wide_map(
+    key: str, mapper: Callable[[int, list[int]], Any], settings: Settings, shapes: Shapes
+) -> Result:
+    """S7: S5's map at a size where per-event costs that grow with the map would show.
+
+    A map whose every completion walks all items is quadratic: 10x the items, 100x the
+    time. ``per_item_us`` should stay near S5's.
+    """
+    items = list(range(settings.s7_items))
+    samples = time_runs(
+        lambda i: mapper(i, items),
+        check_equal([x + 1 for x in items]),
+        warmup=0,
+        min_iters=1,
+        max_iters=3,  # one run takes seconds (tens on a durable backend)
+        budget_s=settings.s5_budget_s,
+    )
+    metrics = summarize_ms(samples)
+    metrics["items"] = float(len(items))
+    metrics["per_item_us"] = metrics["p50_ms"] * 1000 / len(items)
+    return Result(key, "S7", metrics, note=shapes.notes.get("S7", ""))
 
 
 def measure_s2(
@@ -508,6 +538,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("S5 per workflow p50", "S5", "p50_ms"),
     ("S6 end to end p50", "S6", "p50_ms"),
     ("S6 end to end p99", "S6", "p99_ms"),
+    ("S7 wide map per workflow p50", "S7", "p50_ms"),
 )
 # The floor rows put their commit latency under S1 and their commit rate under S2.
 FLOOR_COLUMNS = {"S1": "floor", "S2": "floor"}
@@ -569,6 +600,7 @@ def render_table(rows: Sequence[Row], results: Sequence[Result], settings: Setti
     sizes = (
         f"Sizes: S2 {settings.s2_workflows} workflows x {CHAIN_LENGTH} steps "
         f"({settings.s2_repeats} repeat(s), mean and range); S5 {settings.s5_items} items; "
+        f"S7 {settings.s7_items} items; "
         f"S6 {settings.s6_samples} samples after {settings.s6_idle_s} s idle; "
         f"worker poll interval {settings.poll_interval} s."
     )

@@ -64,7 +64,7 @@ def main() -> int:
         assert status.output == "paid by maria"
 
         # A signal sent before the workflow reaches the wait is buffered.
-        client = WorkflowClient(SqliteBackend(db))
+        client = WorkflowClient.from_url(f"sqlite:///{db}")  # closed with the client
         client.submit(expense_flow, "exp-2", {"amount": 7})
         client.send_signal("exp-2", "approval", {"approved": False, "by": "omar"})
         status = resume_workflow(expense_flow, "exp-2", client.backend)

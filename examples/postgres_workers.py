@@ -114,7 +114,8 @@ def main() -> int:
     # backend_from_url take).
     worker_url = f"{url}{'&' if '?' in url else '?'}schema={schema}"
 
-    client = WorkflowClient(PostgresBackend(url, schema=schema))
+    # Handed over to the client (owns_backend=True): client.close() closes it.
+    client = WorkflowClient(PostgresBackend(url, schema=schema), owns_backend=True)
     try:
         # The first use opens the backend: it connects, creates the schema and migrates.
         client.list_instances(limit=1)

@@ -1,16 +1,23 @@
 """``AsyncWorkflowClient`` and its blocking face ``WorkflowClient``.
 
 A client submits and controls instances; it never runs steps (a ``Worker`` does).
+
+Who closes the backend: whoever created it. A client handed a backend object uses it
+(opening it if needed) and leaves it open; its owner closes it. A client made with
+``from_url`` created its backend, and one given ``owns_backend=True`` was handed the
+ownership: ``aclose()`` / ``close()`` (or leaving its ``with`` block) closes it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from sayiir_core.backends.base import Backend, ConflictPolicy, HistoryEvent
+from sayiir_core.backends.url import backend_from_url
 from sayiir_core.codec import DEFAULT_CODEC, Codec
+from sayiir_core.runtime.control import InstanceControl
 from sayiir_core.runtime.convert import result_or_raise
-from sayiir_core.runtime.engine import Engine
 from sayiir_core.runtime.loop_thread import run_sync
 from sayiir_core.status import Status, WorkflowStatus
 from sayiir_core.workflow.workflow import Workflow
@@ -27,10 +34,17 @@ class AsyncWorkflowClient:
 
     Example::
 
-        client = AsyncWorkflowClient(SqliteBackend("app.db"))
-        await client.submit(order_flow, "order-42", {"sku": "A1"})
-        status = await client.status("order-42")
-        receipt = await client.result("order-42", timeout=60)  # once a worker ran it
+        async with AsyncWorkflowClient.from_url("sqlite:///app.db") as client:
+            await client.submit(order_flow, "order-42", {"sku": "A1"})
+            status = await client.status("order-42")
+            receipt = await client.result("order-42", timeout=60)  # once a worker ran it
+
+    Handed a backend (``AsyncWorkflowClient(backend)``), the client opens it on first
+    use and never closes it: the code that created the backend does (``async with
+    backend:``), so one backend can serve a client and workers. ``owns_backend=True``
+    hands the backend over instead: ``aclose()`` then closes it (what ``from_url``
+    does). ``async with`` on the client opens the backend on entry (a wrong URL fails
+    there) and calls ``aclose()`` on exit.
     """
 
     def __init__(
@@ -39,19 +53,64 @@ class AsyncWorkflowClient:
         *,
         conflict_policy: str | ConflictPolicy | None = None,
         codec: Codec = DEFAULT_CODEC,
+        owns_backend: bool = False,
     ) -> None:
-        self._engine = Engine(backend, codec=codec, conflict_policy=conflict_policy)
+        self._control = InstanceControl(backend, codec=codec, conflict_policy=conflict_policy)
+        self._owns_backend = owns_backend
+        self._closed = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        conflict_policy: str | ConflictPolicy | None = None,
+        codec: Codec = DEFAULT_CODEC,
+    ) -> Self:
+        """A client on a backend it creates from ``url`` (see ``backend_from_url``).
+
+        The client owns that backend: ``aclose()`` closes it.
+        """
+        backend = backend_from_url(url)
+        return cls(backend, conflict_policy=conflict_policy, codec=codec, owns_backend=True)
 
     @property
     def backend(self) -> Backend:
-        return self._engine.backend
+        return self._control.backend
+
+    @property
+    def _live(self) -> InstanceControl:
+        """The control part, unless the client is closed."""
+        if self._closed:
+            raise RuntimeError("this workflow client is closed; create a new one")
+        return self._control
+
+    async def open(self) -> None:
+        """Open the backend now rather than on first use (a wrong URL fails here)."""
+        await self._live.open()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.open()
+        except BaseException:
+            await self.aclose()  # a backend we created may hold half-made connections
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     async def submit(self, workflow: Workflow, instance_id: str, input: Any) -> WorkflowStatus:
-        """Store a new instance (status ``pending``) for a worker to run."""
-        return await self._engine.submit(workflow, instance_id, input)
+        """Store a new instance (status ``in_progress``) for a worker to run."""
+        return await self._live.submit(workflow, instance_id, input)
 
     async def status(self, instance_id: str) -> WorkflowStatus:
-        return await self._engine.status(instance_id)
+        return await self._live.status(instance_id)
 
     async def wait(
         self,
@@ -69,7 +128,7 @@ class AsyncWorkflowClient:
         instance every ``poll_interval`` seconds (default: the backend's: 1 s on
         PostgreSQL, 0.05 s on SQLite, whose other processes cannot push, 5 s in memory).
         """
-        return await self._engine.wait(instance_id, timeout=timeout, poll_interval=poll_interval)
+        return await self._live.wait(instance_id, timeout=timeout, poll_interval=poll_interval)
 
     async def result(
         self,
@@ -89,22 +148,22 @@ class AsyncWorkflowClient:
     async def cancel(
         self, instance_id: str, *, reason: str | None = None, cancelled_by: str | None = None
     ) -> WorkflowStatus:
-        return await self._engine.cancel(instance_id, reason=reason, cancelled_by=cancelled_by)
+        return await self._live.cancel(instance_id, reason=reason, cancelled_by=cancelled_by)
 
     async def pause(
         self, instance_id: str, *, reason: str | None = None, paused_by: str | None = None
     ) -> WorkflowStatus:
-        return await self._engine.pause(instance_id, reason=reason, paused_by=paused_by)
+        return await self._live.pause(instance_id, reason=reason, paused_by=paused_by)
 
     async def unpause(self, instance_id: str) -> WorkflowStatus:
-        return await self._engine.unpause(instance_id)
+        return await self._live.unpause(instance_id)
 
     async def send_signal(self, instance_id: str, signal_name: str, payload: Any) -> None:
-        await self._engine.send_signal(instance_id, signal_name, payload)
+        await self._live.send_signal(instance_id, signal_name, payload)
 
     async def get_task_result(self, instance_id: str, task_id: str) -> Any:
         """A step's checkpointed output, or ``None`` if it has not completed."""
-        return await self._engine.get_task_result(instance_id, task_id)
+        return await self._live.get_task_result(instance_id, task_id)
 
     async def list_instances(
         self,
@@ -115,7 +174,7 @@ class AsyncWorkflowClient:
         cursor: str | None = None,
     ) -> InstanceList:
         """Newest first; pass ``result.next_cursor`` as ``cursor`` for the next page."""
-        items, next_cursor = await self._engine.list_instances(
+        items, next_cursor = await self._live.list_instances(
             status=status, workflow_id=workflow_id, limit=limit, cursor=cursor
         )
         page = InstanceList(items)
@@ -124,19 +183,40 @@ class AsyncWorkflowClient:
 
     async def history(self, instance_id: str) -> list[HistoryEvent]:
         """Append-only events of an instance, oldest first."""
-        await self._engine.open()
-        return await self._engine.backend.history(instance_id)
+        return await self._live.history(instance_id)
 
     async def retry_from(self, instance_id: str, task_id: str) -> WorkflowStatus:
         """Drop the checkpoints of ``task_id`` and later steps; the instance runs again."""
-        return await self._engine.retry_from(instance_id, task_id)
+        return await self._live.retry_from(instance_id, task_id)
 
     async def aclose(self) -> None:
-        await self._engine.backend.close()
+        """Close the client: its backend too if it created it (``from_url``).
+
+        A backend the client was handed stays open for its owner to close. The client
+        refuses calls afterwards (``RuntimeError``); closing twice is harmless.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_backend:
+            await self._control.backend.close()
 
 
 class WorkflowClient:
-    """The blocking face of ``AsyncWorkflowClient``; same methods, same arguments."""
+    """The blocking face of ``AsyncWorkflowClient``; same methods, same arguments.
+
+    Example::
+
+        with WorkflowClient.from_url("sqlite:///app.db") as client:
+            client.submit(order_flow, "order-42", {"sku": "A1"})
+
+    The same ownership rule: a backend handed to the client stays open when the client
+    closes; one the client created (``from_url``) or was given with
+    ``owns_backend=True`` is closed with it. Blocking code that builds a backend object
+    itself hands it over that way, since closing one is a coroutine::
+
+        client = WorkflowClient(PostgresBackend(url, max_connections=4), owns_backend=True)
+    """
 
     def __init__(
         self,
@@ -144,12 +224,47 @@ class WorkflowClient:
         *,
         conflict_policy: str | ConflictPolicy | None = None,
         codec: Codec = DEFAULT_CODEC,
+        owns_backend: bool = False,
     ) -> None:
-        self._async = AsyncWorkflowClient(backend, conflict_policy=conflict_policy, codec=codec)
+        self._async = AsyncWorkflowClient(
+            backend, conflict_policy=conflict_policy, codec=codec, owns_backend=owns_backend
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        conflict_policy: str | ConflictPolicy | None = None,
+        codec: Codec = DEFAULT_CODEC,
+    ) -> Self:
+        """A client on a backend it creates from ``url``; ``close()`` closes that backend."""
+        backend = backend_from_url(url)
+        return cls(backend, conflict_policy=conflict_policy, codec=codec, owns_backend=True)
 
     @property
     def backend(self) -> Backend:
         return self._async.backend
+
+    def open(self) -> None:
+        """Open the backend now rather than on first use (a wrong URL fails here)."""
+        run_sync(self._async.open())
+
+    def __enter__(self) -> Self:
+        try:
+            self.open()
+        except BaseException:
+            self.close()  # a backend we created may hold half-made connections
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def submit(self, workflow: Workflow, instance_id: str, input: Any) -> WorkflowStatus:
         return run_sync(self._async.submit(workflow, instance_id, input))
@@ -217,4 +332,5 @@ class WorkflowClient:
         return run_sync(self._async.retry_from(instance_id, task_id))
 
     def close(self) -> None:
+        """Close the client: its backend too if it created it (``from_url``)."""
         run_sync(self._async.aclose())

@@ -73,8 +73,10 @@ class JsonCodec:
             return self._encode_strictly(value)
         return data
 
-    def decode(self, data: bytes) -> Any:
-        if _NINETEEN_DIGITS not in bytes(data).translate(_DIGITS_TO_ZERO):
+    def decode(self, data: bytes | memoryview) -> Any:
+        # Database drivers may hand back a memoryview; json.loads refuses one.
+        data = bytes(data)
+        if _NINETEEN_DIGITS not in data.translate(_DIGITS_TO_ZERO):
             try:
                 return orjson.loads(data)
             except orjson.JSONDecodeError:

@@ -17,7 +17,9 @@
         └── DefinitionMismatchError     resume with a workflow whose structure changed
 
 ``TaskError`` keeps the task's own exception type and message: ``error_type`` and
-``str(error)`` read like ``ValueError: card declined``.
+``str(error)`` read like ``ValueError: card declined (task 'charge' of instance 'o-7')``,
+followed by the task's traceback after a blank line when the task raised (as Sayiir
+1.0's ``TaskError`` text). Every class can be raised with just a message, or none.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class TaskError(WorkflowError):
 
     def __init__(
         self,
-        message: str,
+        message: str = "",
         *,
         instance_id: str | None = None,
         task_id: str | None = None,
@@ -87,7 +89,7 @@ class InstanceCancelledError(WorkflowError):
     """The result was asked for, but the instance was cancelled (see ``reason``)."""
 
     def __init__(
-        self, message: str, *, reason: str | None = None, cancelled_by: str | None = None
+        self, message: str = "", *, reason: str | None = None, cancelled_by: str | None = None
     ) -> None:
         super().__init__(message)
         self.reason = reason

@@ -5,21 +5,22 @@ Each call runs on the process's sayiir loop thread (see ``runtime.loop_thread``)
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 from sayiir_core.backends.base import Backend, ConflictPolicy
 from sayiir_core.backends.memory import InMemoryBackend
+from sayiir_core.runtime.checks import require_backend
+from sayiir_core.runtime.control import InstanceControl
 from sayiir_core.runtime.convert import error_for, result_or_raise
-from sayiir_core.runtime.engine import (
-    Engine,
-    EventListener,
-    in_memory_instance_id,
-    run_in_memory,
-)
+from sayiir_core.runtime.durable_runner import DurableRunner
 from sayiir_core.runtime.executor import LocalExecutor
+from sayiir_core.runtime.history import EventListener
+from sayiir_core.runtime.in_memory import in_memory_instance_id, run_in_memory
 from sayiir_core.runtime.loop_thread import run_sync
 from sayiir_core.status import Status, WorkflowStatus
+from sayiir_core.workflow.require import require_workflow
 from sayiir_core.workflow.workflow import Workflow
 
 _executor_lock = threading.Lock()
@@ -27,7 +28,7 @@ _shared_executor: LocalExecutor | None = None
 
 
 def _executor() -> LocalExecutor:
-    """The thread pool for sync tasks of runs that have no engine of their own."""
+    """The thread pool for sync tasks of the runs these functions start."""
     global _shared_executor
     with _executor_lock:
         if _shared_executor is None:
@@ -35,16 +36,24 @@ def _executor() -> LocalExecutor:
         return _shared_executor
 
 
-def _engine(
-    backend: Backend | None,
+def _forget_executor_in_child() -> None:
+    # A forked child starts its own (the parent's pool threads are not in it), and the
+    # lock may have been held by a parent thread at the fork.
+    global _executor_lock, _shared_executor
+    _executor_lock = threading.Lock()
+    _shared_executor = None
+
+
+os.register_at_fork(after_in_child=_forget_executor_in_child)
+
+
+def _runner(
+    backend: Backend,
     conflict_policy: str | ConflictPolicy | None = None,
     on_event: EventListener | None = None,
-) -> Engine:
-    return Engine(
-        backend if backend is not None else InMemoryBackend(),
-        executor=_executor(),
-        conflict_policy=conflict_policy,
-        on_event=on_event,
+) -> DurableRunner:
+    return DurableRunner(
+        backend, executor=_executor(), conflict_policy=conflict_policy, on_event=on_event
     )
 
 
@@ -68,6 +77,9 @@ def run_workflow(
 
         assert run_workflow(Flow("double").then(lambda x: x * 2).build(), 21) == 42
     """
+    require_workflow(workflow, "run_workflow()")
+    if backend is not None:
+        require_backend(backend, "run_workflow(backend=...)")
     if instance_id is None:
         run_id = in_memory_instance_id(workflow)
         snapshot = run_sync(run_in_memory(workflow, input_data, _executor(), run_id))
@@ -96,8 +108,15 @@ def run_durable_workflow(
     another. ``backend`` defaults to a new ``InMemoryBackend``. ``on_event(instance_id,
     event)`` is called after each history event is durably written (progress display).
     """
-    engine = _engine(backend, conflict_policy, on_event)
-    return run_sync(engine.run(workflow, instance_id, input_data))
+    require_workflow(workflow, "run_durable_workflow()")
+    if backend is not None:
+        require_backend(backend, "run_durable_workflow(backend=...)")
+    if backend is None:
+        return run_sync(
+            _run_on_new_memory(workflow, instance_id, input_data, conflict_policy, on_event)
+        )
+    runner = _runner(backend, conflict_policy, on_event)
+    return run_sync(runner.run(workflow, instance_id, input_data))
 
 
 def resume_workflow(
@@ -113,9 +132,11 @@ def resume_workflow(
     Raises ``DefinitionMismatchError`` if ``workflow``'s structure differs from the one
     that started the instance, unless ``allow_definition_change=True``.
     """
-    engine = _engine(backend, on_event=on_event)
+    require_workflow(workflow, "resume_workflow()")
+    require_backend(backend, "resume_workflow(backend=...)")
+    runner = _runner(backend, on_event=on_event)
     return run_sync(
-        engine.resume(workflow, instance_id, allow_definition_change=allow_definition_change)
+        runner.resume(workflow, instance_id, allow_definition_change=allow_definition_change)
     )
 
 
@@ -126,7 +147,7 @@ def cancel_workflow(
     cancelled_by: str | None = None,
 ) -> None:
     """Cancel an instance; a running one stops at its next checkpoint."""
-    run_sync(_engine(backend).cancel(instance_id, reason=reason, cancelled_by=cancelled_by))
+    run_sync(InstanceControl(backend).cancel(instance_id, reason=reason, cancelled_by=cancelled_by))
 
 
 def pause_workflow(
@@ -136,17 +157,31 @@ def pause_workflow(
     paused_by: str | None = None,
 ) -> None:
     """Pause an instance; a running one stops after its running steps checkpoint."""
-    run_sync(_engine(backend).pause(instance_id, reason=reason, paused_by=paused_by))
+    run_sync(InstanceControl(backend).pause(instance_id, reason=reason, paused_by=paused_by))
 
 
 def unpause_workflow(instance_id: str, backend: Backend) -> None:
     """Make a paused instance runnable again (``resume_workflow`` or a worker continues it)."""
-    run_sync(_engine(backend).unpause(instance_id))
+    run_sync(InstanceControl(backend).unpause(instance_id))
 
 
 def send_signal(instance_id: str, signal_name: str, payload: Any, backend: Backend) -> None:
     """Buffer a signal for an instance (FIFO per name); it is consumed by ``wait_for_signal``."""
-    run_sync(_engine(backend).send_signal(instance_id, signal_name, payload))
+    run_sync(InstanceControl(backend).send_signal(instance_id, signal_name, payload))
+
+
+async def _run_on_new_memory(
+    workflow: Workflow,
+    instance_id: str,
+    input_data: Any,
+    conflict_policy: str | ConflictPolicy | None,
+    on_event: EventListener | None,
+) -> WorkflowStatus:
+    # The backend is created here, so it is closed here (the ownership rule).
+    async with InMemoryBackend() as backend:
+        return await _runner(backend, conflict_policy, on_event).run(
+            workflow, instance_id, input_data
+        )
 
 
 __all__ = [

@@ -1,143 +1,34 @@
-"""PostgreSQL for the tests: one throwaway database per run, one schema per test.
+"""PostgreSQL helpers for the tests: the throwaway database and a wire proxy.
 
-Import the fixtures into a conftest or test module (pytest runs with
-``--import-mode=importlib``, so put ``tests/`` on ``sys.path`` first, as
-``tests/integration/conftest.py`` does)::
+The fixtures ``postgres_database`` (one database per run) and ``postgres_schema`` (one
+schema per test) are ``sayiir_core.testing.postgres``'s, registered once for the whole
+tree in ``tests/conftest.py``: request them by name, do not import them (a module that
+imports them gets a database of its own). They skip when the server is unreachable, or
+fail when ``SAYIIR_REQUIRE_SERVICES=1``.
 
-    from postgres_service import postgres_database, postgres_schema  # noqa: F401
-
-The server is ``SAYIIR_TEST_POSTGRES_URL`` (default: user ``postgres`` on
-127.0.0.1:5432; its database names the maintenance database the test database is
-created from). Unreachable: the tests skip, or fail when ``SAYIIR_REQUIRE_SERVICES=1``.
+``WireProxy`` sits between a backend and the server to count round trips and cut
+connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import threading
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
-from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-import pytest
-
-T = TypeVar("T")
-
-BASE_URL = os.environ.get(
-    "SAYIIR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+from sayiir_core.testing.postgres import (
+    postgres_database,
+    postgres_schema,
+    with_database,
 )
+from sayiir_core.testing.postgres import run_on_fresh_loop as run_sync
 
-
-def with_database(url: str, database: str) -> str:
-    """``url`` pointing at another database."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
-
-
-def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` on a fresh loop in a thread: works inside or outside a loop."""
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(asyncio.run(coroutine))
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
-
-
-def unavailable(reason: str) -> None:
-    """Skip the test, or fail it where services are required (CI)."""
-    if os.environ.get("SAYIIR_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (SAYIIR_REQUIRE_SERVICES=1)", pytrace=False)
-    pytest.skip(f"{reason}; set SAYIIR_REQUIRE_SERVICES=1 to make this a failure")
-
-
-async def execute(url: str, *statements: str) -> None:
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-async def _probe(url: str) -> str | None:
-    try:
-        await execute(url, "SELECT 1")
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        parts = urlsplit(url)
-        return (
-            f"PostgreSQL is not reachable at {parts.hostname}:{parts.port or 5432} "
-            f"({type(exc).__name__}: {exc})"
-        )
-    return None
-
-
-@dataclass
-class _Shared:
-    url: str
-    users: int = 0
-
-
-_shared: _Shared | None = None
-_lock = threading.Lock()
-
-
-def _acquire_database() -> str:
-    """The run's database, created by the first user; refcounted across conftests."""
-    global _shared
-    with _lock:
-        if _shared is None:
-            reason = run_sync(_probe(BASE_URL))
-            if reason is not None:
-                unavailable(reason)
-            name = f"sayiir_test_{secrets.token_hex(4)}"
-            run_sync(execute(BASE_URL, f'CREATE DATABASE "{name}"'))
-            _shared = _Shared(with_database(BASE_URL, name))
-        _shared.users += 1
-        return _shared.url
-
-
-def _release_database() -> None:
-    global _shared
-    with _lock:
-        assert _shared is not None
-        _shared.users -= 1
-        if _shared.users == 0:
-            name = urlsplit(_shared.url).path.lstrip("/")
-            _shared = None
-            run_sync(execute(BASE_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """URL of a database created for this test run and dropped at its end."""
-    url = _acquire_database()
-    try:
-        yield url
-    finally:
-        _release_database()
-
-
-@pytest.fixture
-def postgres_schema(postgres_database: str) -> Iterator[tuple[str, str]]:
-    """``(url, schema)``: a schema name of this test's own, dropped after it."""
-    schema = f"t_{secrets.token_hex(6)}"
-    try:
-        yield postgres_database, schema
-    finally:
-        run_sync(execute(postgres_database, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+__all__ = [
+    "WireProxy",
+    "postgres_database",
+    "postgres_schema",
+    "run_sync",
+    "with_database",
+]
 
 
 class WireProxy:

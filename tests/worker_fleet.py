@@ -66,7 +66,7 @@ class Fleet:
         return self.log.read_text().splitlines() if self.log.exists() else []
 
     def client(self) -> WorkflowClient:
-        return WorkflowClient(PostgresBackend(self.url, schema=self.schema))
+        return WorkflowClient(PostgresBackend(self.url, schema=self.schema), owns_backend=True)
 
     def completed_counts(self, instance_ids: list[str]) -> Counter[tuple[str, str]]:
         """How many ``task_completed`` events each (instance, step) has in history."""

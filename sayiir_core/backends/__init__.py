@@ -2,7 +2,8 @@
 
 ``InMemoryBackend`` for tests and prototypes, ``SqliteBackend`` for one machine (or a few
 processes sharing a file), ``PostgresBackend`` for a fleet; ``backend_from_url`` picks
-one from a URL.
+one from a URL. ``OpensAndCloses`` gives a backend ``async with``. The optional step
+queue (``StepQueue`` and its records) lets idle workers run an instance's ready steps.
 """
 
 from __future__ import annotations
@@ -18,17 +19,26 @@ from sayiir_core.backends.base import (
     InstanceRecord,
     LoadedInstance,
     NewInstance,
+    OpensAndCloses,
     StepWrite,
 )
 from sayiir_core.backends.memory import InMemoryBackend
 from sayiir_core.backends.notify import FinishWatch
 from sayiir_core.backends.sqlite import SqliteBackend
+from sayiir_core.backends.step_queue import (
+    ClaimedStep,
+    StepQueue,
+    StepRef,
+    StepResult,
+    StepTicket,
+)
 from sayiir_core.backends.url import backend_from_url
 
 __all__ = [
     "Backend",
     "BufferedSignal",
     "Claim",
+    "ClaimedStep",
     "ConflictPolicy",
     "ControlRequest",
     "FinishWatch",
@@ -38,7 +48,12 @@ __all__ = [
     "InstanceRecord",
     "LoadedInstance",
     "NewInstance",
+    "OpensAndCloses",
     "SqliteBackend",
+    "StepQueue",
+    "StepRef",
+    "StepResult",
+    "StepTicket",
     "StepWrite",
     "backend_from_url",
 ]

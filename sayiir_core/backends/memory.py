@@ -2,6 +2,11 @@
 
 Use it for tests and prototypes; nothing survives the process. It is thread-safe, so
 one instance can be shared by the sync face, async clients and threaded workers.
+
+After ``os.fork()`` the child has its own copy of the data as it was at the fork;
+nothing is shared with the parent from then on. The child's ``open()`` replaces the
+lock (another thread may have held it at the fork) and the wake-up notifiers (their
+waiters belong to the parent's event loops).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from sayiir_core.backends.base import (
     OpensAndCloses,
     StepWrite,
 )
+from sayiir_core.backends.forks import ProcessOwner, keep_forever
 from sayiir_core.backends.notify import FinishNotifier, FinishWatch, WorkNotifier
 from sayiir_core.backends.rules import (
     apply_control_request,
@@ -37,6 +43,7 @@ from sayiir_core.backends.rules import (
     is_claimable,
     missing,
     new_record,
+    signal_wakes,
     terminated_record,
 )
 from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
@@ -89,12 +96,21 @@ class InMemoryBackend(OpensAndCloses):
         self._step_notifier = WorkNotifier()
         self._finished = FinishNotifier()
         self._step_tokens = 0
+        self._owner = ProcessOwner()
 
     def __repr__(self) -> str:
         return f"InMemoryBackend(instances={len(self._instances)})"
 
     async def open(self) -> None:
-        return None
+        """Nothing to connect; in a forked child, drops the parent's lock and notifiers."""
+        self._owner.claim(self._drop_inherited)
+
+    def _drop_inherited(self) -> None:
+        keep_forever(self._notifier, self._step_notifier, self._finished)
+        self._lock = threading.Lock()
+        self._notifier = WorkNotifier()
+        self._step_notifier = WorkNotifier()
+        self._finished = FinishNotifier()
 
     async def close(self) -> None:
         return None
@@ -234,11 +250,11 @@ class InMemoryBackend(OpensAndCloses):
             check_signal_target(stored.record, name)
             self._signal_ids += 1
             stored.signals.append(BufferedSignal(self._signal_ids, name, payload))
-            awaiting = stored.record.status is Status.AWAITING_SIGNAL
-            if awaiting:
+            wakes = signal_wakes(stored.record, name)
+            if wakes:
                 stored.record = dataclasses.replace(stored.record, wake_at=now)
             stored.append_events([HistoryEvent("signal_sent", now, detail={"name": name})])
-        if awaiting:
+        if wakes:
             self._notifier.notify()
 
     async def next_signal(self, instance_id: str, name: str) -> BufferedSignal | None:
@@ -332,6 +348,22 @@ class InMemoryBackend(OpensAndCloses):
                 step.owner, step.token, step.lease_until = owner, self._step_tokens, now + ttl
                 claimed.append(ClaimedStep(step.ticket, step.token))
             return claimed
+
+    async def claim_step(
+        self, ref: StepRef, owner: str, ttl: float, now: float
+    ) -> ClaimedStep | None:
+        with self._lock:
+            stored = self._instances.get(ref.instance_id)
+            if stored is None or stored.record.status.is_terminal:
+                return None
+            step = stored.steps.get(ref)
+            if step is None or step.result is not None:
+                return None  # never published, withdrawn, or finished
+            if step.owner is not None and step.lease_until > now:
+                return None  # held by a live lease
+            self._step_tokens += 1
+            step.owner, step.token, step.lease_until = owner, self._step_tokens, now + ttl
+            return ClaimedStep(step.ticket, step.token)
 
     async def renew_step(self, ref: StepRef, token: int, ttl: float, now: float) -> bool:
         with self._lock:

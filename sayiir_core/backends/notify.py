@@ -11,6 +11,7 @@ clients waiting for its result ``watch`` it (``AsyncWorkflowClient.wait``).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -142,3 +143,14 @@ def notifiers_for(path: Path) -> FileNotifiers:
     key = str(path.resolve())
     with _by_path_lock:
         return _by_path.setdefault(key, FileNotifiers())
+
+
+def _forget_the_parents_notifiers() -> None:
+    # A forked child starts with none: the parent's waiters belong to loops that do not
+    # run here, and a parent thread may have held a notifier's lock at the fork.
+    global _by_path, _by_path_lock
+    _by_path = {}
+    _by_path_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_notifiers)

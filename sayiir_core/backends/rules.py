@@ -17,7 +17,7 @@ from sayiir_core.backends.base import (
     StepWrite,
 )
 from sayiir_core.errors import InstanceNotFoundError, InvalidStateError
-from sayiir_core.machine.advance import task_id_of_key
+from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.status import Status
 
 # Statuses a worker picks up as soon as the lease is free; parked ones wait for wake_at.
@@ -161,8 +161,8 @@ def apply_unpause(record: InstanceRecord, now: float) -> tuple[InstanceRecord, l
         updated = dataclasses.replace(record, control_request=None, paused_by=None, reason=None)
         return updated, [HistoryEvent("unpaused", now)]
     raise InvalidStateError(
-        f"cannot unpause workflow instance {record.instance_id!r}: it is {record.status}, "
-        "not paused"
+        f"cannot unpause workflow instance {record.instance_id!r}: it is "
+        f"{record.status.reported}, not paused"
     )
 
 

@@ -16,6 +16,10 @@ overwrite the outcome of the worker that took the step over. A crash of the
 orchestrator loses nothing either: the next owner of the instance asks for the same
 ``(step_key, attempt)`` again, which finds the queued, running or finished row.
 
+A dispatcher that already knows which step it wants (a Celery task whose message
+names the instance, step and attempt) claims that one step with ``claim_step``; the
+claim token it gets fences its ``renew_step`` and ``finish_step`` like any other.
+
 A backend offers the queue by implementing ``StepQueue`` next to ``Backend``; workers
 on a backend without it run every step of an instance themselves.
 """
@@ -98,6 +102,30 @@ class StepQueue(Protocol):
         instances (only of ``instances``, if given); most urgent priority first, then
         oldest. Claim tokens never repeat for a step, even if its row is deleted and
         published again.
+        """
+        ...
+
+    async def claim_step(
+        self, ref: StepRef, owner: str, ttl: float, now: float
+    ) -> ClaimedStep | None:
+        """Claim the one published step ``ref`` (instance, step key, attempt) for ``owner``.
+
+        Returns the claim, with a new token and a lease until ``now + ttl``, when the
+        step is queued (never claimed) or its lease has expired (``lease_until <=
+        now``): a takeover, whose token is larger than the old one, so the old owner's
+        ``renew_step`` and ``finish_step`` are refused from then on. Returns ``None``,
+        changing nothing, when the step is not claimable:
+
+        * it was never published, or has been withdrawn (checkpointed by the
+          orchestrator, or its instance reset by ``retry_from``);
+        * it is finished (an outcome is stored);
+        * its lease is live (``lease_until > now``), whoever holds it, even ``owner``:
+          a duplicate delivery of the same message claims nothing;
+        * its instance is finished (completed, failed or cancelled).
+
+        Of concurrent calls for one step, exactly one gets the claim. Check that you
+        can run the step's workflow definition before claiming it (a message naming the
+        step can carry its ``definition_hash``); the returned ticket says which it is.
         """
         ...
 

@@ -223,7 +223,7 @@ def _add_worker_arguments(sub: argparse.ArgumentParser) -> None:
 
 
 def _add_list_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--status", choices=[status.value for status in Status])
+    sub.add_argument("--status", choices=[status.reported for status in Status])
     sub.add_argument("--workflow", metavar="WORKFLOW_ID", help="only this workflow's instances")
     sub.add_argument("--limit", type=_positive_int, default=50, help="page size (default: 50)")
     sub.add_argument("--cursor", help="the next cursor printed by the previous page")
@@ -384,7 +384,7 @@ def cmd_retry_from(args: argparse.Namespace) -> int:
 
 def _continue_hint(args: argparse.Namespace, status: WorkflowStatus) -> None:
     """How to get a runnable instance going when no worker is serving its workflow."""
-    if status.status in (Status.PENDING, Status.AWAITING_SIGNAL, Status.WAITING):
+    if Status(status.status) in (Status.PENDING, Status.AWAITING_SIGNAL, Status.WAITING):
         say(
             args,
             f"\nUnless a worker serves {status.workflow_id!r}, continue it here with the "

@@ -115,10 +115,19 @@ def clock_time(timestamp: float) -> str:
 
 
 def key_value_block(rows: Sequence[tuple[str, str]]) -> str:
-    """``key  value`` lines with the values aligned; empty values are left out."""
+    """``key  value`` lines with the values aligned; empty values are left out.
+
+    A value of several lines (an error with its traceback) keeps them under its column.
+    """
     shown = [(key, value) for key, value in rows if value]
     width = max((len(key) for key, _ in shown), default=0)
-    return "\n".join(f"{key.ljust(width)}  {value}" for key, value in shown)
+    margin = " " * (width + 2)
+    return "\n".join(f"{key.ljust(width)}  {_continued(value, margin)}" for key, value in shown)
+
+
+def _continued(value: str, margin: str) -> str:
+    first, *rest = value.split("\n")
+    return "\n".join([first, *(f"{margin}{line}" if line else "" for line in rest)])
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -157,6 +166,9 @@ def status_block(status: WorkflowStatus) -> str:
         ("reason", status.reason or ""),
         ("cancelled by", status.cancelled_by or ""),
         ("paused by", status.paused_by or ""),
+        # A worker runs only instances of the definition it serves: for an unfinished
+        # instance, compare with the worker's log ("not run by worker ...").
+        ("definition", "" if status.is_finished() else (status.definition_hash or "")[:12]),
     ]
     if status.is_completed():
         # Shown even when falsy: an output of 0, "" or null is still an answer.

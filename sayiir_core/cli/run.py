@@ -33,7 +33,7 @@ from sayiir_core.cli.output import (
     symbols_for,
 )
 from sayiir_core.cli.targets import awaited_signal_names, load_workflow
-from sayiir_core.runtime.engine import Engine
+from sayiir_core.runtime.durable_runner import DurableRunner
 from sayiir_core.runtime.executor import LocalExecutor
 from sayiir_core.runtime.loop_thread import run_sync
 from sayiir_core.status import Status, WorkflowStatus
@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args,
         workflow,
         instance_id,
-        lambda engine: engine.run(workflow, instance_id, input_value, conflict_policy=policy),
+        lambda runner: runner.run(workflow, instance_id, input_value, conflict_policy=policy),
     )
 
 
@@ -63,7 +63,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         args,
         workflow,
         instance_id,
-        lambda engine: engine.resume(workflow, instance_id, allow_definition_change=allow_change),
+        lambda runner: runner.resume(workflow, instance_id, allow_definition_change=allow_change),
     )
 
 
@@ -71,7 +71,7 @@ def _run_here(
     args: argparse.Namespace,
     workflow: Workflow,
     instance_id: str,
-    start: Callable[[Engine], Awaitable[WorkflowStatus]],
+    start: Callable[[DurableRunner], Awaitable[WorkflowStatus]],
 ) -> int:
     """Run in this process with one live line per durable event, then report."""
     stream = sys.stderr if args.json else sys.stdout
@@ -84,12 +84,12 @@ def _run_here(
             )
 
     backend = backend_from_url(database_url(args))
-    # Our own executor, closed below: Engine would otherwise leave a thread pool behind.
+    # The runner's executor: ours, so closed below.
     executor = LocalExecutor()
 
     async def go() -> tuple[WorkflowStatus, list[str]]:
         try:
-            status = await start(Engine(backend, executor=executor, on_event=show))
+            status = await start(DurableRunner(backend, executor=executor, on_event=show))
             signals = []
             if status.is_awaiting_signal():
                 signals = await awaited_signal_names(workflow, instance_id, backend)
@@ -144,8 +144,8 @@ def _next_steps(args: argparse.Namespace, status: WorkflowStatus, signals: list[
             suggest(args, "unpause", instance_id),
             resume,
         ]
-    if status.status == Status.PENDING:
-        return ["", f"{instance_id} is pending. Run it here:", resume, worker]
+    if Status(status.status) is Status.PENDING:
+        return ["", f"{instance_id} waits for a worker (in_progress). Run it here:", resume, worker]
     if status.status == Status.RUNNING:
         return ["", f"{instance_id} is being run by another process."]
     if status.is_failed() and status.failed_task_id:

@@ -25,7 +25,7 @@ from sayiir_core.backends.url import backend_from_url, redact
 from sayiir_core.cli.common import database_url
 from sayiir_core.cli.output import QUIET_KINDS, Symbols, describe_event, symbols_for
 from sayiir_core.cli.targets import load_workflows
-from sayiir_core.runtime.engine import default_owner_id
+from sayiir_core.runtime.durable_runner import default_owner_id
 from sayiir_core.runtime.worker import Worker
 from sayiir_core.workflow.workflow import Workflow
 

@@ -5,17 +5,21 @@ event it walks the graph from the workflow input, reusing every checkpointed res
 until each path reaches a step without one: those steps form the frontier it reports as
 commands. Because the frontier is derived from the checkpoints alone, resuming after a
 crash is the same walk as any other step, and a checkpointed step is never run again.
+
+A driver that passes a ``FrontierCache`` lets the walk skip what an earlier call settled
+(the items of a map found done or running, a loop's finished iterations), so an event
+costs O(1) per map and loop instead of O(items).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
+from sayiir_core.machine.checkpoints import Checkpoints
 from sayiir_core.machine.commands import AwaitSignal, Command, Complete, Fail, RunTask, WakeAt
 from sayiir_core.machine.events import (
     CancelRequested,
@@ -27,8 +31,10 @@ from sayiir_core.machine.events import (
     TaskFailed,
     Unpaused,
 )
-from sayiir_core.machine.state import ErrorInfo, Snapshot
-from sayiir_core.status import Status
+from sayiir_core.machine.frontier import FrontierCache, MapProgress
+from sayiir_core.machine.keys import loop_iteration_key, map_item_keys, task_id_of_key
+from sayiir_core.machine.state import Snapshot
+from sayiir_core.status import ErrorInfo, Status
 from sayiir_core.workflow.graph import (
     ChildFlowNode,
     DelayNode,
@@ -45,41 +51,35 @@ from sayiir_core.workflow.loop_result import LoopResult
 from sayiir_core.workflow.workflow import Workflow
 
 
-def loop_iteration_key(body_id: str, iteration: int) -> str:
-    return f"{body_id}#{iteration}"
-
-
-def map_item_key(fn_id: str, index: int) -> str:
-    return f"{fn_id}[{index}]"
-
-
-@functools.lru_cache(maxsize=256)
-def _item_keys(fn_id: str, count: int) -> tuple[str, ...]:
-    # A map's walk visits every item on every event; naming them once keeps it cheap.
-    return tuple(map_item_key(fn_id, index) for index in range(count))
-
-
-def task_id_of_key(key: str) -> str:
-    """The task id a step key belongs to (``fetch[3]`` and ``fetch#3`` -> ``fetch``)."""
-    for marker in ("#", "["):
-        cut = key.find(marker)
-        if cut != -1:
-            return key[:cut]
-    return key
-
-
 def advance(
     workflow: Workflow,
     snapshot: Snapshot,
     event: Event,
     *,
     running: Collection[str] = (),
+    cache: FrontierCache | None = None,
 ) -> tuple[Snapshot, list[Command]]:
     """Apply ``event`` to ``snapshot`` and say what must happen next.
 
     ``running`` names the steps the driver is running already: they are not asked for
     again, which keeps a wide fan-out from re-issuing its whole frontier on every event.
+    ``cache`` (see ``FrontierCache``) makes each event cost O(1) per map and loop.
     """
+    if cache is None:
+        cache = FrontierCache()
+    cache.begin(workflow, snapshot, running, getattr(event, "key", None))
+    after, commands = _advance(workflow, snapshot, event, running, cache)
+    cache.end(after)
+    return after, commands
+
+
+def _advance(
+    workflow: Workflow,
+    snapshot: Snapshot,
+    event: Event,
+    running: Collection[str],
+    cache: FrontierCache,
+) -> tuple[Snapshot, list[Command]]:
     if snapshot.status.is_terminal:
         return snapshot, []
     if isinstance(event, CancelRequested):
@@ -106,7 +106,7 @@ def advance(
 
     if state.status == Status.PAUSED:
         return state.freeze(Status.PAUSED), []
-    walker = _Walker(state, now, running)
+    walker = _Walker(state, now, running, cache)
     outcome = walker.walk(workflow.pipeline, snapshot.input)
     if isinstance(outcome, _Failed):
         return state.freeze(Status.FAILED, error=outcome.error), [Fail(outcome.error)]
@@ -139,7 +139,8 @@ class _MutableState:
     def __init__(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
         self.status = snapshot.status
-        self.results: Mapping[str, Any] = snapshot.results
+        assert isinstance(snapshot.results, Checkpoints)  # Snapshot makes it one
+        self.results: Checkpoints = snapshot.results
         self.attempts: Mapping[str, int] = snapshot.attempts
         self.retry_at: Mapping[str, float] = snapshot.retry_at
         self.timers: Mapping[str, float] = snapshot.timers
@@ -147,7 +148,7 @@ class _MutableState:
     def complete(self, key: str, value: Any) -> None:
         if key in self.results:
             return  # a checkpoint is written once; a late duplicate changes nothing
-        self.results = {**self.results, key: value}
+        self.results = self.results.with_added(key, value)
         if key in self.attempts:
             self.attempts = _without(self.attempts, key)
         if key in self.retry_at:
@@ -177,7 +178,7 @@ class _MutableState:
         return Snapshot(
             input=self._snapshot.input,
             status=status,
-            results=_frozen(self.results),
+            results=self.results,
             attempts=_frozen(self.attempts),
             retry_at=_frozen(self.retry_at),
             timers=_frozen(self.timers),
@@ -217,14 +218,22 @@ _PENDING: Final = _PendingType()
 
 _Outcome = _Done | _Failed | _PendingType
 
+# Where one step stands in a walk (``_Walker._item``).
+_STEP_DONE: Final = 0
+_STEP_RUNNING: Final = 1
+_STEP_ASKED: Final = 2  # a RunTask or a retry's WakeAt was added to the commands
+
 
 class _Walker:
     """Walks the graph over the checkpoints, collecting the frontier as commands."""
 
-    def __init__(self, state: _MutableState, now: float, running: Collection[str]) -> None:
+    def __init__(
+        self, state: _MutableState, now: float, running: Collection[str], cache: FrontierCache
+    ) -> None:
         self._state = state
         self._now = now
         self._running = running
+        self._cache = cache
         self._saw_running = False
         self.commands: list[Command] = []
 
@@ -261,19 +270,26 @@ class _Walker:
         return self._signal(node)
 
     def _task(self, node: TaskNode, key: str, value: Any) -> _Outcome:
-        results = self._state.results
-        if key in results:
-            return _Done(results[key])
+        step = self._item(node, key, value)
+        if step == _STEP_DONE:
+            return _Done(self._state.results[key])
+        if step == _STEP_RUNNING:
+            self._saw_running = True
+        return _PENDING
+
+    def _item(self, node: TaskNode, key: str, value: Any) -> int:
+        """Where the step ``key`` stands; asks for it (a command) if it must run or wait."""
+        if key in self._state.results:
+            return _STEP_DONE
         due = self._state.retry_at.get(key)
         if due is not None and due > self._now:
             self.commands.append(WakeAt(key, due, "retry"))
-            return _PENDING
+            return _STEP_ASKED
         if key in self._running:
-            self._saw_running = True
-            return _PENDING
+            return _STEP_RUNNING
         attempt = self._state.attempts.get(key, 0) + 1
         self.commands.append(RunTask(key, node, value, attempt))
-        return _PENDING
+        return _STEP_ASKED
 
     def _fork(self, node: ForkNode, value: Any) -> _Outcome:
         joined: dict[str, Any] = {}
@@ -324,9 +340,12 @@ class _Walker:
 
     def _loop(self, node: LoopNode, value: Any) -> _Outcome:
         body_id = node.body.task_id
-        for iteration in range(node.max_iterations):
+        first, value = self._cache.loop_start(body_id) or (0, value)
+        for iteration in range(first, node.max_iterations):
             outcome = self._task(node.body, loop_iteration_key(body_id, iteration), value)
             if not isinstance(outcome, _Done):
+                # Iterations before this one are done for good: the next walk starts here.
+                self._cache.remember_loop(body_id, iteration, value)
                 return outcome
             result = LoopResult.from_wire(outcome.value)
             if result is None:
@@ -340,6 +359,7 @@ class _Walker:
                     )
                 )
             if result.is_done:
+                self._cache.remember_loop(body_id, iteration, value)
                 return _Done(result.value)
             value = result.value
         if node.on_max == "exit_with_last":
@@ -364,23 +384,39 @@ class _Walker:
                     kind="workflow",
                 )
             )
-        results = self._state.results
-        outputs: list[Any] = []
-        unfinished = 0
+        progress = self._cache.map_progress(fn_id, len(value))
+        keys = map_item_keys(fn_id, len(value))
+        # Items asked for or waiting for a retry before, or named by an event since; the
+        # items found running before are not looked at again (see FrontierCache).
+        # (A new set each time: a set keeps its largest size, and iterating it costs that.)
+        recheck, progress.recheck = sorted(progress.recheck), set()
+        for index in recheck:
+            self._settle(progress, index, self._item(node.fn, keys[index], value[index]))
+        # Then new items, until the first `limit` unfinished ones (the frontier) are known.
         limit = node.max_concurrency or len(value)
-        running = self._running
-        for key, item in zip(_item_keys(fn_id, len(value)), value, strict=True):
-            if key in results:
-                outputs.append(results[key])
-                continue
-            unfinished += 1
-            if key in running:  # the common case in a wide fan-out: checked inline
-                self._saw_running = True
-            else:
-                self._task(node.fn, key, item)
-            if unfinished == limit:
-                break  # the first `limit` unfinished items are the whole frontier
-        return _PENDING if unfinished else _Done(outputs)
+        while (
+            progress.scanned < len(value) and len(progress.running) + len(progress.recheck) < limit
+        ):
+            index = progress.scanned
+            progress.scanned += 1
+            self._settle(progress, index, self._item(node.fn, keys[index], value[index]))
+        if progress.running:
+            self._saw_running = True
+        if progress.running or progress.recheck or progress.scanned < len(value):
+            return _PENDING
+        if progress.outputs is None:
+            results = self._state.results
+            progress.outputs = [results[key] for key in keys]
+        return _Done(progress.outputs)
+
+    @staticmethod
+    def _settle(progress: MapProgress, index: int, step: int) -> None:
+        if step == _STEP_ASKED:
+            progress.recheck.add(index)
+            return
+        progress.recheck.discard(index)
+        if step == _STEP_RUNNING:
+            progress.running.add(index)
 
     def _delay(self, node: DelayNode, value: Any) -> _Outcome:
         key = node.node_id

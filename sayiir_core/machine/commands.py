@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from sayiir_core.machine.state import ErrorInfo
+from sayiir_core.status import ErrorInfo
 from sayiir_core.workflow.graph import TaskNode
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from sayiir_core.machine.state import ErrorInfo
+from sayiir_core.status import ErrorInfo
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,11 +42,11 @@ def status_from(record: InstanceRecord, codec: Codec) -> WorkflowStatus:
     signals = record.control.get("signals", {}) if record.status is Status.AWAITING_SIGNAL else {}
     signal_id = next(iter(signals), None)
     return WorkflowStatus(
-        status=record.status.value,
+        status=record.status.reported,
         instance_id=record.instance_id,
         workflow_id=record.workflow_id,
         output=codec.decode(record.output) if record.output is not None else None,
-        error=str(error) if error is not None else None,
+        error=error.full_text() if error is not None else None,
         error_type=error.error_type if error is not None else None,
         failed_task_id=error.task_id if error is not None else None,
         reason=record.reason,
@@ -59,15 +59,22 @@ def status_from(record: InstanceRecord, codec: Codec) -> WorkflowStatus:
         created_at=_datetime(record.created_at),
         updated_at=_datetime(record.updated_at),
         error_detail=error,
+        definition_hash=record.definition_hash,
     )
 
 
 def error_for(error: ErrorInfo, instance_id: str) -> WorkflowError:
-    """The typed exception for a failure, naming the instance and the task."""
+    """The typed exception for a failure, naming the instance and the task.
+
+    Its text is ``ValueError: card declined (task 'charge' of instance 'o-1')``, then the
+    task's traceback after a blank line when the task raised (as Sayiir 1.0's).
+    """
     where = f"instance {instance_id!r}"
     if error.task_id is not None:
         where = f"task {error.task_id!r} of {where}"
     message = f"{error} ({where})"
+    if error.traceback:
+        message = f"{message}\n\n{error.traceback}"
     if error.kind == "signal_timeout":
         return SignalTimeoutError(message)
     error_class: type[TaskError] = TaskError

@@ -1,8 +1,9 @@
 """Where a step's function actually runs: the executor seam.
 
-``LocalExecutor`` runs async tasks on the event loop and sync tasks in a bounded thread
-pool, enforces timeouts for both, validates pydantic inputs, and encodes outputs with
-the codec. Other executors (Celery dispatch) implement the same ``Executor`` protocol.
+``LocalExecutor`` runs async tasks on the event loop and sync tasks on daemon task
+threads (``task_threads.py``), enforces timeouts for both, validates pydantic inputs,
+and encodes outputs with the codec. Other executors (Celery dispatch) implement the
+same ``Executor`` protocol.
 """
 
 from __future__ import annotations
@@ -11,24 +12,35 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import os
 import sys
+import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import SerializationError, TaskTimeoutError
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.runtime.context import TaskExecutionContext, set_task_context
+from sayiir_core.runtime.task_threads import TaskThreads
 from sayiir_core.workflow.graph import TaskNode
 from sayiir_core.workflow.loop_result import LoopResult
 
 
 @dataclass(frozen=True, slots=True)
 class TaskRequest:
+    """One attempt of one step, as the runner hands it to an ``Executor``.
+
+    ``key`` is the step key (``charge``, ``resize[3]``, ``poll#2``): the task id plus
+    where in a loop or map the step is; ``task`` is the graph node with the function
+    and its metadata (timeout, retries); ``input`` is the decoded input value;
+    ``attempt`` counts from 1.
+    """
+
     workflow_id: str
     instance_id: str
     key: str
@@ -39,11 +51,12 @@ class TaskRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskSucceeded:
-    """``value`` is ``codec.decode(encoded)``: what a resume would read back.
+class TaskSuccess:
+    """The attempt returned: ``value`` is ``codec.decode(encoded)``, what a resume reads back.
 
     ``worker_id`` names the worker that ran the step when it was not the one advancing
-    the instance (a shared step); ``None`` means the instance's own runner.
+    the instance (a shared step); ``None`` means the instance's own runner. Times are
+    seconds since the epoch.
     """
 
     value: Any
@@ -54,7 +67,13 @@ class TaskSucceeded:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskFailedOutcome:
+class TaskFailure:
+    """The attempt failed: ``error`` is stored with the instance, ``traceback`` in history.
+
+    ``retryable`` says whether the task's retry policy allows another attempt for this
+    error (the runner still checks how many attempts are left).
+    """
+
     error: ErrorInfo
     retryable: bool
     traceback: str
@@ -63,31 +82,95 @@ class TaskFailedOutcome:
     worker_id: str | None = None
 
 
-TaskOutcome = TaskSucceeded | TaskFailedOutcome
+TaskOutcome = TaskSuccess | TaskFailure
+"""What ``Executor.execute`` returns for one attempt."""
 
 
+@runtime_checkable
 class Executor(Protocol):
-    """Runs one attempt of one step and reports how it went; never raises for task errors."""
+    """Runs one attempt of one step and reports how it went; never raises for task errors.
+
+    The seam for running steps elsewhere (another process, a Celery fleet): the runner
+    calls ``execute`` for each attempt and checkpoints the outcome it gets back. A task
+    error, a timeout or an output the codec cannot encode is a ``TaskFailure``;
+    ``asyncio.CancelledError`` (the instance was cancelled or its lease lost) propagates.
+    An executor that hands the step to another process instead of running it raises
+    ``StepDispatched``. ``close`` releases the executor's resources; the owner of the
+    executor calls it.
+    """
 
     async def execute(self, request: TaskRequest) -> TaskOutcome: ...
 
     def close(self) -> None: ...
 
 
+class StepDispatched(Exception):  # noqa: N818 - a signal to the runner, not an error
+    """Raised by ``Executor.execute`` when the step was handed to another process.
+
+    Not a task error: the step runs elsewhere and its outcome is fed to a later run of
+    the instance (``sayiir_core.runtime.dispatch``). The runner records the step under
+    ``control["dispatched"]`` (``{step_key: attempt}``), does not start it again, and
+    once nothing runs in process parks the instance as ``waiting`` until ``check_at``
+    (seconds since the epoch) at the latest.
+    """
+
+    def __init__(self, key: str, check_at: float) -> None:
+        super().__init__(f"step {key!r} was dispatched to another process")
+        self.key = key
+        self.check_at = check_at
+
+
 class LocalExecutor:
     """Runs tasks in this process.
 
-    ``max_threads`` bounds the pool for sync tasks. A sync task that times out keeps its
-    thread until the function returns (Python cannot kill a thread); its late result is
-    discarded.
+    ``max_threads`` bounds the daemon threads for sync tasks (default ``min(32, cpu +
+    4)``), started as sync tasks come. A task's timeout runs from the moment the step is
+    due, also while it queues for a thread. A sync task that times out keeps its thread
+    until the function returns (Python cannot kill a thread), but that thread no longer
+    counts: a new one takes its place, its late result is discarded, and exit never
+    waits for it. In a process forked from the one that started the threads, fresh
+    ones are started: the inherited ones do not exist there.
+
+    Any exception a task raises is the attempt's failure, ``BaseException`` too
+    (``sys.exit()``, ``KeyboardInterrupt``, ``GeneratorExit``): retried or failed per
+    the task's policy, never the engine's death. The exception: a
+    ``KeyboardInterrupt`` in an async task running on the main thread is the user's
+    Ctrl-C, and propagates.
     """
 
     def __init__(self, *, codec: Codec = DEFAULT_CODEC, max_threads: int | None = None) -> None:
         self._codec = codec
-        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="sayiir-task")
+        self._max_threads = max_threads
+        self._pool: TaskThreads | None = None
+        self._closed = False
+        _live_executors.add(self)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
+        if self._pool is not None:
+            self._pool.close()
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Threads still running a sync task that timed out or was cancelled."""
+        return 0 if self._pool is None else self._pool.abandoned_threads
+
+    @property
+    def threads_stuck(self) -> bool:
+        """Every thread for sync tasks has run one call for ``TaskThreads.STUCK_AFTER`` s."""
+        return self._pool is not None and self._pool.stuck
+
+    def _thread_pool(self) -> TaskThreads:
+        if self._closed:
+            raise RuntimeError("this LocalExecutor is closed")
+        if self._pool is None:
+            self._pool = TaskThreads(self._max_threads)
+        return self._pool
+
+    def _forget_pool_after_fork(self) -> None:
+        # The pool's threads stayed in the parent; its queue and idle count describe them.
+        # Shutting it down here would wait for threads that do not exist: just drop it.
+        self._pool = None
 
     async def execute(self, request: TaskRequest) -> TaskOutcome:
         started = time.time()
@@ -102,13 +185,13 @@ class LocalExecutor:
         except asyncio.CancelledError:
             raise
         except BaseException as error:
-            if not isinstance(error, Exception):
+            if isinstance(error, KeyboardInterrupt) and _is_users_ctrl_c(node):
                 raise
             failure = self._classify(request, error)
-            return TaskFailedOutcome(
+            return TaskFailure(
                 failure[0], failure[1], _format_traceback(error), started, time.time()
             )
-        return TaskSucceeded(value, encoded, started, time.time())
+        return TaskSuccess(value, encoded, started, time.time())
 
     async def _call(self, request: TaskRequest, argument: Any) -> Any:
         node = request.task
@@ -126,15 +209,19 @@ class LocalExecutor:
         timeout = node.metadata.timeout_secs
         is_async = _is_async(node.fn)
         try:
-            # A sync task's clock starts when a pool thread picks it up, not while it
-            # queues behind other tasks for a thread.
-            async with asyncio.timeout(timeout if is_async else None) as deadline:
+            # The clock runs from the moment the step is due, also while a sync task
+            # queues for a thread: a timeout must hold whatever the threads are doing.
+            async with asyncio.timeout(timeout) as deadline:
                 if is_async:
                     return await _run_async(node.fn, argument, context)
-                loop = asyncio.get_running_loop()
-                start_clock = _deadline_starter(loop, deadline, timeout)
-                run = functools.partial(_run_sync, node.fn, argument, context, start_clock)
-                result = await loop.run_in_executor(self._pool, run)
+                threads = self._thread_pool()
+                call = functools.partial(_run_sync, node.fn, argument, context)
+                future = threads.submit(call, label=f"{request.key!r} of {request.instance_id!r}")
+                try:
+                    result = await asyncio.wrap_future(future)
+                except BaseException:
+                    threads.abandon(future)  # timed out or cancelled while queued or running
+                    raise
                 if inspect.isawaitable(result):  # a sync callable that returned a coroutine
                     result = await result
                 return result
@@ -145,7 +232,7 @@ class LocalExecutor:
                 raise _DeadlineExceededError from None
             raise
 
-    def _classify(self, request: TaskRequest, error: Exception) -> tuple[ErrorInfo, bool]:
+    def _classify(self, request: TaskRequest, error: BaseException) -> tuple[ErrorInfo, bool]:
         node = request.task
         policy = node.metadata.retries
         if isinstance(error, _DeadlineExceededError):
@@ -156,16 +243,28 @@ class LocalExecutor:
                 task_id=request.key,
                 error_type="TaskTimeoutError",
             )
-            info = ErrorInfo("TaskTimeoutError", str(timeout_error), request.key, "timeout")
+            info = ErrorInfo("TaskTimeoutError", safe_str(timeout_error), request.key, "timeout")
             return info, policy is not None and policy.should_retry(timeout_error)
         if isinstance(error, _EncodingError):
             return ErrorInfo("SerializationError", str(error), request.key, "serialization"), False
         if _is_validation_error(error):
-            message = f"input of task {node.task_id!r} is invalid: {error}"
+            message = f"input of task {node.task_id!r} is invalid: {safe_str(error)}"
             return ErrorInfo(type(error).__name__, message, request.key, "task"), False
-        info = ErrorInfo(type(error).__name__, str(error), request.key, "task")
+        info = ErrorInfo(
+            type(error).__name__, safe_str(error), request.key, "task", task_traceback(error)
+        )
         return info, policy is not None and policy.should_retry(error)
 
+
+_live_executors: weakref.WeakSet[LocalExecutor] = weakref.WeakSet()
+
+
+def _reset_pools_in_child() -> None:
+    for executor in list(_live_executors):
+        executor._forget_pool_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_pools_in_child)
 
 _SCALARS = frozenset({int, float, str, bool, type(None)})
 
@@ -190,26 +289,29 @@ async def _run_async(fn: Callable[..., Any], argument: Any, context: TaskExecuti
     return await fn(argument)
 
 
-def _deadline_starter(
-    loop: asyncio.AbstractEventLoop, deadline: asyncio.Timeout, timeout: float | None
-) -> Callable[[], None]:
-    """Called on the pool thread as the task starts: arms the timeout from now."""
+def _is_users_ctrl_c(node: TaskNode) -> bool:
+    """A ``KeyboardInterrupt`` seen by an async task on the main thread may be Ctrl-C.
 
-    def arm() -> None:
-        if timeout is not None:
-            loop.call_soon_threadsafe(lambda: deadline.reschedule(loop.time() + timeout))
+    Signals reach only the main thread; sync tasks run on task threads and the sync
+    API's loop runs on its own thread, so there a ``KeyboardInterrupt`` can only have
+    been raised by the task itself.
+    """
+    return _is_async(node.fn) and threading.current_thread() is threading.main_thread()
 
-    return arm
+
+def safe_str(error: BaseException) -> str:
+    """``str(error)``, or a description when the exception's ``__str__`` itself raises."""
+    try:
+        return str(error)
+    except Exception as broken:  # a task's exception class may be arbitrarily broken
+        return f"<{type(error).__name__}: str() failed with {type(broken).__name__}>"
 
 
 def _run_sync(
     fn: Callable[..., Any],
     argument: Any,
     context: TaskExecutionContext,
-    on_start: Callable[[], None],
 ) -> Any:
-    on_start()
-
     def call() -> Any:
         set_task_context(context)
         return fn(argument)
@@ -232,7 +334,7 @@ def _validated_input(node: TaskNode, value: Any) -> Any:
     return model.model_validate(value)
 
 
-def _is_validation_error(error: Exception) -> bool:
+def _is_validation_error(error: BaseException) -> bool:
     pydantic = sys.modules.get("pydantic")
     return pydantic is not None and isinstance(error, pydantic.ValidationError)
 
@@ -258,6 +360,36 @@ def encode_or_raise(codec: Codec, value: Any, what: str) -> bytes:
 
 def _format_traceback(error: BaseException) -> str:
     return "".join(traceback.format_exception(error)).strip()
+
+
+# Frames of these modules lead up to the task's own code: the executor, the thread pool
+# and the event loop. They are left out of the traceback a TaskError shows.
+_RUNNER_MODULES = ("sayiir_core.runtime.", "concurrent.futures.", "asyncio.")
+_MAX_TASK_FRAMES = 100
+
+
+def task_traceback(error: BaseException) -> str | None:
+    """The frames from the task function down to the raise, as Sayiir 1.0 shows them.
+
+    ``Traceback (most recent call last):`` and the frames, without the final exception
+    line (the message says it); ``None`` when the error did not come from the task's
+    code (a timeout, an invalid input).
+    """
+    tb = error.__traceback__
+    while tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith(
+        _RUNNER_MODULES
+    ):
+        tb = tb.tb_next
+    if tb is None:
+        return None
+    frames = traceback.extract_tb(tb)
+    omitted = len(frames) - _MAX_TASK_FRAMES
+    lines = ["Traceback (most recent call last):\n"]
+    if omitted > 0:  # a deep recursion: its innermost frames say where it went wrong
+        frames = traceback.StackSummary.from_list(frames[omitted:])
+        lines.append(f"  ... {omitted} outer frames omitted ...\n")
+    lines.extend(frames.format())
+    return "".join(lines).rstrip("\n")
 
 
 def encode_output(codec: Codec, output: Any, task_id: str) -> bytes:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from sayiir_core.backends.base import HistoryEvent
 from sayiir_core.machine import Event, SignalReceived, Snapshot, TaskCompleted, TaskFailed
-from sayiir_core.runtime.executor import TaskFailedOutcome, TaskOutcome
+from sayiir_core.runtime.executor import TaskFailure, TaskOutcome
 from sayiir_core.status import Status
+
+EventListener = Callable[[str, HistoryEvent], None]
+"""Called with ``(instance_id, event)`` after each history event is durably written.
+
+It runs on the event loop that runs the instance, between two steps: keep it quick
+(print a line, put the event on a queue) and do not block in it.
+"""
 
 _FINAL_KINDS = {
     Status.COMPLETED: "completed",
@@ -43,7 +50,7 @@ def transition_events(
                 )
             )
     if len(after.results) != len(before.results):
-        for key in list(after.results)[len(before.results) :]:
+        for key in after.results_added_since(before):
             if key in delay_ids:
                 events.append(HistoryEvent("timer_fired", now, key, worker_id=worker_id))
     if after.status != before.status and after.status in _FINAL_KINDS:
@@ -62,7 +69,7 @@ def _outcome_events(
     worker_id: str | None,
 ) -> list[HistoryEvent]:
     duration_ms = round((outcome.finished_at - outcome.started_at) * 1000, 3)
-    if not isinstance(outcome, TaskFailedOutcome):
+    if not isinstance(outcome, TaskFailure):
         return [
             HistoryEvent(
                 "task_completed",

@@ -3,6 +3,13 @@
 The sync functions and ``WorkflowClient`` run their coroutines here instead of calling
 ``asyncio.run`` per call: connection pools (asyncpg) are bound to the loop that created
 them, and starting a loop per call would cost more than a whole step.
+
+After ``os.fork()`` the child has a copy of the loop object but not its thread: the
+copy says it is running, yet nothing would ever run a coroutine sent to it. A fork hook
+makes the child start a loop thread of its own on first use. The inherited loop is
+neither closed nor stopped (its epoll instance and self-pipe are shared with the
+parent, which still uses them); it is kept referenced until exit so that no finaliser
+runs on it.
 """
 
 from __future__ import annotations
@@ -10,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import os
 import threading
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -25,6 +34,7 @@ class LoopThread:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        _live_loop_threads.add(self)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -67,6 +77,14 @@ class LoopThread:
         ready.wait()
         self._loop, self._thread = loop, thread
 
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's loop (without touching it) and the lock."""
+        if self._loop is not None:
+            _inherited_loops.append(self._loop)
+        self._loop = self._thread = None
+        # Another thread of the parent may have held it at the fork; it is not here.
+        self._lock = threading.Lock()
+
     def stop(self) -> None:
         with self._lock:
             loop, thread = self._loop, self._thread
@@ -77,6 +95,17 @@ class LoopThread:
             if not loop.is_running():
                 loop.close()
 
+
+_live_loop_threads: weakref.WeakSet[LoopThread] = weakref.WeakSet()
+_inherited_loops: list[asyncio.AbstractEventLoop] = []
+
+
+def _reset_loop_threads_in_child() -> None:
+    for loop_thread in list(_live_loop_threads):
+        loop_thread._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_loop_threads_in_child)
 
 _default = LoopThread()
 atexit.register(_default.stop)

@@ -3,11 +3,17 @@
 The runner owns the instance while it runs (a claim in durable mode). Each machine
 transition is written through a ``StepSink`` as one ``StepWrite`` before the commands it
 produced are acted on, so a crash at any point resumes from the last written step.
+
+An executor may hand a step to another process instead of running it (it raises
+``StepDispatched``): the runner then counts the step as busy, records it under
+``control["dispatched"]`` and, once nothing runs here, parks the instance as
+``waiting`` until the step's check time; a later run is fed its outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections import deque
@@ -24,6 +30,7 @@ from sayiir_core.machine import (
     Command,
     ErrorInfo,
     Event,
+    FrontierCache,
     PauseRequested,
     RunTask,
     SignalReceived,
@@ -37,10 +44,11 @@ from sayiir_core.machine import (
 )
 from sayiir_core.runtime.executor import (
     Executor,
-    TaskFailedOutcome,
+    StepDispatched,
+    TaskFailure,
     TaskOutcome,
     TaskRequest,
-    TaskSucceeded,
+    TaskSuccess,
 )
 from sayiir_core.runtime.history import transition_events
 from sayiir_core.status import Status
@@ -110,15 +118,24 @@ class InstanceRunner:
         self._control_poll_interval = control_poll_interval
         self._commands: list[Command] = []
         self._in_flight: dict[str, asyncio.Task[TaskOutcome]] = {}
+        # Steps finished and not yet collected, in the order they finished: waiting on all
+        # of _in_flight each time would cost O(steps running) per completion.
+        self._finished: deque[str] = deque()
+        self._step_finished = asyncio.Event()
         self._attempts: dict[str, int] = {}
         self._events: deque[Event] = deque()
         self._outcomes: dict[str, TaskOutcome] = {}
         self._consumed: dict[str, int] = {}
         self._signal_payloads: dict[str, bytes] = {}
+        # Steps handed to another process (StepDispatched): {key: (attempt, check_at)}.
+        self._dispatched: dict[str, tuple[int, float]] = {}
         self._delay_ids = frozenset(_delay_ids(workflow.pipeline))
-        # Steps running, or finished with their outcome queued: the machine need not ask
-        # for them again.
-        self._busy = _BusySteps(self._in_flight, self._outcomes)
+        # Steps running here or elsewhere, or finished with their outcome queued: the
+        # machine need not ask for them again.
+        self._busy = _BusySteps(self._in_flight, self._outcomes, self._dispatched)
+        # Valid because _busy loses a step only when its outcome is applied: with it, a
+        # wide map costs O(1) per completion instead of O(items).
+        self._frontier = FrontierCache()
 
     async def run(self, first: Event | None = None) -> Snapshot:
         """Advance until the instance is finished, paused or parked; returns the snapshot."""
@@ -161,9 +178,14 @@ class InstanceRunner:
 
     async def _release(self) -> None:
         """Write the parked state and give the claim up."""
+        status = self.snapshot.status
+        if self._dispatched and status is Status.RUNNING:
+            # Nobody holds an instance whose steps run elsewhere: "waiting" (not
+            # "running") keeps workers from claiming it before it is due.
+            status = Status.WAITING
         await self._sink.write(
             StepWrite(
-                status=self.snapshot.status,
+                status=status,
                 control=self._control_state(),
                 now=self._clock(),
                 wake_at=self._wake_at(),
@@ -176,7 +198,9 @@ class InstanceRunner:
         key = _event_key(event)
         # Taken out first: once its outcome is applied, a step may be asked for again (retry).
         outcome = self._outcomes.pop(key, None) if key is not None else None
-        after, self._commands = advance(self._workflow, before, event, running=self._busy)
+        after, self._commands = advance(
+            self._workflow, before, event, running=self._busy, cache=self._frontier
+        )
         self.snapshot = after
         if not _changed(before, after):
             return
@@ -212,7 +236,7 @@ class InstanceRunner:
         try:
             request = await self._sink.write(write)
         except PayloadTooLargeError as error:
-            if not isinstance(event, TaskCompleted) or not isinstance(outcome, TaskSucceeded):
+            if not isinstance(event, TaskCompleted) or not isinstance(outcome, TaskSuccess):
                 raise
             # Nothing was written: record the step as failed instead of its output.
             self.snapshot = before
@@ -224,10 +248,10 @@ class InstanceRunner:
             self._events.appendleft(PauseRequested())
 
     def _too_large(
-        self, event: TaskCompleted, outcome: TaskSucceeded, error: PayloadTooLargeError
+        self, event: TaskCompleted, outcome: TaskSuccess, error: PayloadTooLargeError
     ) -> TaskFailed:
         info = ErrorInfo("PayloadTooLargeError", str(error), event.key, "serialization")
-        self._outcomes[event.key] = TaskFailedOutcome(
+        self._outcomes[event.key] = TaskFailure(
             info, False, "", outcome.started_at, outcome.finished_at
         )
         return TaskFailed(event.key, info, retryable=False, now=self._clock())
@@ -242,8 +266,8 @@ class InstanceRunner:
         if len(after.results) == len(before.results):
             return []
         checkpoints = []
-        for key in list(after.results)[len(before.results) :]:
-            if key == event_key and isinstance(outcome, TaskSucceeded):
+        for key in after.results_added_since(before):
+            if key == event_key and isinstance(outcome, TaskSuccess):
                 checkpoints.append((key, outcome.encoded))
             elif key in self._signal_payloads:
                 checkpoints.append((key, self._signal_payloads.pop(key)))
@@ -255,17 +279,25 @@ class InstanceRunner:
         """The snapshot's control state, plus what it waits for (for status displays)."""
         waits = {c.key: c.signal_name for c in self._commands if isinstance(c, AwaitSignal)}
         delays = [c.key for c in self._commands if isinstance(c, WakeAt) and c.reason == "delay"]
-        return {**self.snapshot.control_state(), "signals": waits, "delays": delays}
+        control = {**self.snapshot.control_state(), "signals": waits, "delays": delays}
+        if self._dispatched:
+            control["dispatched"] = {key: attempt for key, (attempt, _) in self._dispatched.items()}
+        return control
 
     def _wake_at(self) -> float | None:
         times = [command.when for command in self._commands if isinstance(command, WakeAt)]
+        times.extend(check_at for _, check_at in self._dispatched.values())
         return min(times) if times else None
 
     def _start_tasks(self) -> None:
         if self.snapshot.status is not Status.RUNNING:
             return
         for command in self._commands:
-            if isinstance(command, RunTask) and command.key not in self._in_flight:
+            if (
+                isinstance(command, RunTask)
+                and command.key not in self._in_flight
+                and command.key not in self._dispatched
+            ):
                 request = TaskRequest(
                     workflow_id=self._workflow.workflow_id,
                     instance_id=self._instance_id,
@@ -276,9 +308,11 @@ class InstanceRunner:
                     workflow_metadata=self._workflow.metadata,
                 )
                 self._attempts[command.key] = command.attempt
-                self._in_flight[command.key] = asyncio.create_task(
+                task = asyncio.create_task(
                     self._executor.execute(request), name=f"sayiir:{command.key}"
                 )
+                task.add_done_callback(functools.partial(self._step_done, command.key))
+                self._in_flight[command.key] = task
 
     async def _collect_signals(self) -> None:
         for command in self._commands:
@@ -302,21 +336,32 @@ class InstanceRunner:
         wake = self._wake_at()
         if wake is not None:
             timeout = min(timeout, max(0.0, wake - self._clock()))
-        done, _ = await asyncio.wait(
-            self._in_flight.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if not done:
-            await self._check_control()
-            return
-        for key, task in list(self._in_flight.items()):
-            if task in done:
-                del self._in_flight[key]
-                self._events.append(self._outcome_event(key, task.result()))
+        if not self._finished:
+            self._step_finished.clear()
+            try:
+                await asyncio.wait_for(self._step_finished.wait(), timeout)
+            except TimeoutError:
+                await self._check_control()
+                return
+        while self._finished:
+            key = self._finished.popleft()
+            task = self._in_flight.pop(key)
+            try:
+                outcome = task.result()
+            except StepDispatched as dispatched:
+                self._dispatched[key] = (self._attempts[key], dispatched.check_at)
+                continue
+            self._events.append(self._outcome_event(key, outcome))
+
+    def _step_done(self, key: str, task: asyncio.Task[TaskOutcome]) -> None:
+        if self._in_flight.get(key) is task:  # else cancelled as the run ended
+            self._finished.append(key)
+            self._step_finished.set()
 
     def _outcome_event(self, key: str, outcome: TaskOutcome) -> Event:
         self._outcomes[key] = outcome
         now = self._clock()
-        if isinstance(outcome, TaskSucceeded):
+        if isinstance(outcome, TaskSuccess):
             return TaskCompleted(key, outcome.value, now)
         return TaskFailed(key, outcome.error, outcome.retryable, now, random.random())
 
@@ -345,6 +390,8 @@ class InstanceRunner:
             self._events.append(Tick(self._clock()))
 
     def _should_park(self, waits: list[WakeAt], awaits_signal: bool) -> bool:
+        if self._dispatched:  # its outcome comes back through a later run
+            return True
         if awaits_signal and self._park.signals:
             return True
         now = self._clock()
@@ -373,18 +420,30 @@ def next_priority(commands: list[Command]) -> int | None:
 
 
 class _BusySteps(Collection[str]):
-    """A live view of two dicts' keys, without copying them on every step."""
+    """A live view of the runner's busy steps' keys, without copying them on every step."""
 
-    def __init__(self, running: Mapping[str, object], finished: Mapping[str, object]) -> None:
+    def __init__(
+        self,
+        running: Mapping[str, object],
+        finished: Mapping[str, object],
+        dispatched: Mapping[str, object],
+    ) -> None:
         self._running = running
         self._finished = finished
+        self._dispatched = dispatched
 
     def __contains__(self, key: object) -> bool:
-        return key in self._running or key in self._finished
+        # Spelled out rather than any(...): the machine asks this for every ready step.
+        return key in self._running or key in self._finished or key in self._dispatched
 
     def __iter__(self) -> Iterator[str]:
         yield from self._running
         yield from (key for key in self._finished if key not in self._running)
+        yield from (
+            key
+            for key in self._dispatched
+            if key not in self._running and key not in self._finished
+        )
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

@@ -20,13 +20,14 @@ from sayiir_core.codec import Codec
 from sayiir_core.errors import PayloadTooLargeError, SerializationError
 from sayiir_core.runtime.executor import (
     Executor,
-    TaskFailedOutcome,
+    TaskFailure,
     TaskOutcome,
     TaskRequest,
-    TaskSucceeded,
+    TaskSuccess,
     encode_or_raise,
 )
 from sayiir_core.runtime.runner import DEFAULT_PRIORITY
+from sayiir_core.runtime.storage_health import StorageHealth
 
 logger = logging.getLogger("sayiir.worker")
 
@@ -144,6 +145,7 @@ class _ResultWatcher:
         self._poll_interval = poll_interval
         self._waiting: dict[StepRef, asyncio.Future[StepResult]] = {}
         self._watching: asyncio.Task[None] | None = None
+        self._storage = StorageHealth(logger, "reading shared step results")
 
     async def wait(self, ref: StepRef) -> StepResult:
         future = self._waiting.get(ref)
@@ -162,9 +164,11 @@ class _ResultWatcher:
         while self._waiting:
             try:
                 found = await self._queue.step_results(list(self._waiting))
-            except Exception:
-                logger.warning("cannot read shared step results; retrying", exc_info=True)
+            except Exception as error:
+                self._storage.failed(error)
                 found = {}
+            else:
+                self._storage.worked()
             for ref, result in found.items():
                 future = self._waiting.pop(ref, None)
                 if future is not None and not future.done():
@@ -178,7 +182,7 @@ class _ResultWatcher:
 
 def _outcome(result: StepResult, codec: Codec) -> TaskOutcome:
     if result.error is None and result.output is not None:
-        return TaskSucceeded(
+        return TaskSuccess(
             codec.decode(result.output),
             result.output,
             result.started_at,
@@ -187,7 +191,7 @@ def _outcome(result: StepResult, codec: Codec) -> TaskOutcome:
         )
     if result.error is None:
         raise AssertionError("a finished step has neither output nor error")
-    return TaskFailedOutcome(
+    return TaskFailure(
         result.error,
         result.retryable,
         result.traceback,

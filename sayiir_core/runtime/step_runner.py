@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from sayiir_core.backends.step_queue import ClaimedStep, StepQueue, StepResult
 from sayiir_core.codec import Codec
 from sayiir_core.errors import PayloadTooLargeError
-from sayiir_core.machine.advance import task_id_of_key
+from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.machine.state import ErrorInfo
-from sayiir_core.runtime.executor import Executor, TaskOutcome, TaskRequest, TaskSucceeded
+from sayiir_core.runtime.executor import Executor, TaskOutcome, TaskRequest, TaskSuccess
 from sayiir_core.workflow.workflow import Workflow
 
 logger = logging.getLogger("sayiir.worker")
@@ -26,7 +26,7 @@ logger = logging.getLogger("sayiir.worker")
 RENEW_AT_MOST_EVERY = 2.0
 
 
-async def run_shared_step(
+async def run_claimed_step(
     claimed: ClaimedStep,
     *,
     queue: StepQueue,
@@ -36,7 +36,15 @@ async def run_shared_step(
     worker_id: str,
     ttl: float,
 ) -> None:
-    """Run one claimed step to its stored outcome, unless its lease is lost meanwhile."""
+    """Run one claimed step to its stored outcome, unless its lease is lost meanwhile.
+
+    ``claimed`` comes from the queue's ``claim_steps`` (or from claiming one named
+    step); ``registry`` maps workflow ids to the workflows whose steps may be run;
+    ``ttl`` is the step's lease, renewed while it runs. The outcome is stored with
+    ``finish_step`` under the claim's token, so a duplicate delivery or a late finish
+    after the lease was taken over is discarded. The instance's own runner checkpoints
+    it; this never touches the instance. Task errors are outcomes, not exceptions.
+    """
     ref = claimed.ticket.ref
     started = time.time()
     request = _request(claimed, registry, codec)
@@ -117,7 +125,7 @@ async def _keep_lease(
 
 
 def _result(outcome: TaskOutcome, worker_id: str) -> StepResult:
-    if isinstance(outcome, TaskSucceeded):
+    if isinstance(outcome, TaskSuccess):
         return StepResult(
             worker_id, outcome.started_at, outcome.finished_at, output=outcome.encoded
         )

@@ -13,21 +13,26 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Coroutine, Iterable
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from sayiir_core.backends.base import Backend, Claim, InstanceRecord
 from sayiir_core.backends.step_queue import ClaimedStep, StepQueue
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import BackendError, LeaseLostError
-from sayiir_core.runtime.engine import Engine, EventListener, check_definition
-from sayiir_core.runtime.executor import Executor, LocalExecutor
+from sayiir_core.runtime.checks import require_backend, require_workflows
+from sayiir_core.runtime.durable_runner import DurableRunner, check_definition
+from sayiir_core.runtime.executor import Executor, LocalExecutor, safe_str
+from sayiir_core.runtime.history import EventListener
 from sayiir_core.runtime.loop_thread import loop_of_sync_api, submit
 from sayiir_core.runtime.runner import ParkPolicy
 from sayiir_core.runtime.shared_steps import SharingExecutor
-from sayiir_core.runtime.step_runner import run_shared_step
+from sayiir_core.runtime.step_runner import run_claimed_step
+from sayiir_core.runtime.storage_health import StorageHealth, one_line
 from sayiir_core.status import Status
 from sayiir_core.workflow.workflow import Workflow
 
@@ -40,6 +45,9 @@ class Worker:
     ``concurrency`` bounds the instances run at once; ``poll_interval`` is how long an
     idle worker waits before looking for work again; ``claim_ttl`` is the lease, renewed
     every ``claim_ttl / 3`` while an instance runs.
+
+    The worker uses ``backend`` and never closes it: whoever created it does, after
+    the worker stopped (``async with backend:`` around ``await worker.run(...)``).
 
     ``share_steps`` (on backends with a step queue: memory, PostgreSQL): when an
     instance has several steps ready at once (fork branches, ``map`` items), the worker
@@ -65,7 +73,7 @@ class Worker:
         if poll_interval <= 0 or claim_ttl <= 0:
             raise ValueError("poll_interval and claim_ttl must be positive")
         self.worker_id = worker_id
-        self.backend = backend
+        self.backend = require_backend(backend, "Worker(backend=...)")
         self.poll_interval = poll_interval
         self.claim_ttl = claim_ttl
         self.concurrency = concurrency
@@ -76,13 +84,17 @@ class Worker:
         # Retries due within a poll interval are waited for in process; longer back-offs
         # park the instance so it does not hold a concurrency slot.
         self._park = ParkPolicy(delays=True, signals=True, retries_longer_than=poll_interval)
+        # One line when storage is lost and one when it is back, not one per poll.
+        self._storage = StorageHealth(logger, f"worker {worker_id}")
+        self._paused_claims = False
 
     def __repr__(self) -> str:
         return f"Worker({self.worker_id!r}, concurrency={self.concurrency})"
 
     def start(self, workflows: Iterable[Workflow]) -> WorkerHandle:
         """Run the worker in the background, on the loop thread behind the sync API."""
-        handle = WorkerHandle(self, list(workflows))
+        # Checked here, in the caller: a wrong item must not crash later in the background.
+        handle = WorkerHandle(self, require_workflows(workflows, "Worker.start()"))
         handle._start()
         return handle
 
@@ -95,7 +107,8 @@ class Worker:
         release their claims; nothing new starts. Until its own instances are done the
         worker still runs the shared steps they are waiting for.
         """
-        registry = {workflow.workflow_id: workflow for workflow in workflows}
+        checked = require_workflows(workflows, "Worker.run()")
+        registry = {workflow.workflow_id: workflow for workflow in checked}
         if not registry:
             raise ValueError("a worker needs at least one workflow")
         definitions = {wf_id: wf.definition_hash for wf_id, wf in registry.items()}
@@ -107,7 +120,7 @@ class Worker:
             executor = SharingExecutor(
                 local, queue, definitions, codec=self._codec, poll_interval=self.poll_interval
             )
-        engine = Engine(
+        runner = DurableRunner(
             self.backend,
             codec=self._codec,
             executor=executor,
@@ -115,7 +128,8 @@ class Worker:
             lease_ttl=self.claim_ttl,
             on_event=self._on_event,
         )
-        await engine.open()
+        await runner.open()
+        mismatches = _MismatchReporter(self.backend, self.worker_id, registry)
         # Running tasks, each with the instance it works for.
         instances: dict[asyncio.Task[None], str] = {}
         steps: dict[asyncio.Task[None], str] = {}
@@ -132,10 +146,12 @@ class Worker:
         try:
             while not (stop.is_set() and not instances):
                 free = 0 if stop.is_set() else self.concurrency - len(instances)
+                if free > 0 and self._threads_stuck(local):
+                    free = 0  # a new instance's sync steps would only queue behind hung ones
                 free_steps = self.concurrency - len(steps) if queue is not None else 0
                 claims = await self._claim(definitions, free) if free > 0 else []
                 for claim in claims:
-                    work = self._run_one(engine, registry, claim, stop)
+                    work = self._run_one(runner, registry, claim, stop)
                     spawn(instances, work, claim.instance.record.instance_id)
                 shared: list[ClaimedStep] = []
                 if queue is not None and free_steps > 0:
@@ -147,6 +163,8 @@ class Worker:
                         spawn(steps, work, step.ticket.ref.instance_id)
                 if (claims and len(claims) == free) or (shared and len(shared) == free_steps):
                     continue  # there may be more work than free slots: look again at once
+                if free > len(claims):  # idle slots: say which instances it will not run
+                    await mismatches.report_now_and_then()
                 slot_freed.clear()
                 await self._idle(
                     stop,
@@ -160,6 +178,20 @@ class Worker:
                 task.cancel()
             if self._executor is None:
                 local.close()
+
+    def _threads_stuck(self, executor: Executor) -> bool:
+        """Whether to stop claiming: every sync task thread hung; logged once per episode."""
+        stuck = isinstance(executor, LocalExecutor) and executor.threads_stuck
+        if stuck and not self._paused_claims:
+            logger.warning(
+                "worker %s: every sync task thread has been busy for a long time (hung "
+                "tasks?); it stops claiming new instances until one returns",
+                self.worker_id,
+            )
+        elif self._paused_claims and not stuck:
+            logger.warning("worker %s: a sync task thread is free again; claiming", self.worker_id)
+        self._paused_claims = stuck
+        return stuck
 
     def _step_queue(self) -> StepQueue | None:
         if self.share_steps and isinstance(self.backend, StepQueue):
@@ -182,8 +214,8 @@ class Worker:
                 limit,
                 instances=instances,
             )
-        except Exception:
-            logger.exception("worker %s: claiming shared steps failed; retrying", self.worker_id)
+        except Exception as error:
+            self._storage.failed(error)
             return []
 
     async def _run_step(
@@ -194,7 +226,7 @@ class Worker:
         step: ClaimedStep,
     ) -> None:
         try:
-            await run_shared_step(
+            await run_claimed_step(
                 step,
                 queue=queue,
                 executor=executor,
@@ -217,16 +249,17 @@ class Worker:
             claims = await self.backend.claim_next(
                 self.worker_id, definitions, self.claim_ttl, time.time(), limit
             )
-        except Exception:
-            logger.exception("worker %s: claiming failed; retrying", self.worker_id)
+        except Exception as error:
+            self._storage.failed(error)
             return []
+        self._storage.worked()
         for claim in claims:
             record = claim.instance.record
             logger.info(
                 "[%s] claimed (workflow %s, was %s)",
                 record.instance_id,
                 record.workflow_id,
-                record.status.value,
+                record.status.reported,
             )
         return claims
 
@@ -246,10 +279,13 @@ class Worker:
         finally:
             for waiter in waiters:
                 waiter.cancel()
+                error = None if not waiter.done() or waiter.cancelled() else waiter.exception()
+                if error is not None:  # wait_for_work failed: retrieved, reported once
+                    self._storage.failed(error)
 
     async def _run_one(
         self,
-        engine: Engine,
+        runner: DurableRunner,
         registry: dict[str, Workflow],
         claim: Claim,
         stop: asyncio.Event,
@@ -258,23 +294,24 @@ class Worker:
         workflow = registry[record.workflow_id]
         try:
             check_definition(workflow, record, allow_change=False)
-            with _taking_over(engine.executor, record):
-                await engine.run_claimed(workflow, claim, self._park, stop=stop)
+            with _taking_over(runner.executor, record):
+                await runner.run_claimed(workflow, claim, self._park, stop=stop)
         except LeaseLostError as error:
             logger.warning("worker %s: %s", self.worker_id, error)
-        except BackendError:
-            logger.exception(
-                "worker %s: storage failed while running %r; handing it back",
-                self.worker_id,
+        except BackendError as error:
+            logger.warning(
+                "[%s] storage failed while worker %s ran it (%s); handing it back",
                 record.instance_id,
+                self.worker_id,
+                one_line(safe_str(error)),
             )
-            await self._hand_back(engine, claim, stop)
+            await self._hand_back(runner, claim, stop)
         except Exception:
             logger.exception(
                 "worker %s: instance %r stopped with an error", self.worker_id, record.instance_id
             )
 
-    async def _hand_back(self, engine: Engine, claim: Claim, stop: asyncio.Event) -> None:
+    async def _hand_back(self, runner: DurableRunner, claim: Claim, stop: asyncio.Event) -> None:
         """Release the claim once storage answers again, so any worker can go on at once.
 
         Without this the instance would wait for its lease (``claim_ttl``) to run out.
@@ -285,13 +322,64 @@ class Worker:
         pause = min(0.5, self.poll_interval)
         while time.monotonic() < deadline and not stop.is_set():
             try:
-                await engine.release(instance_id, claim.token)
+                await runner.release(instance_id, claim.token)
             except BackendError:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue
             logger.info("[%s] handed back after a storage failure", instance_id)
             return
+
+
+class _MismatchReporter:
+    """Logs, once per instance, the instances this worker leaves alone for their definition.
+
+    ``claim_next`` only hands out instances started by the definitions this worker
+    serves; one started by an older (or newer) definition of the same workflow would
+    otherwise wait without a word. Looked for at most every ``EVERY`` seconds, on the
+    newest ``PAGE`` instances of each workflow, while the worker has free slots.
+    """
+
+    EVERY = 30.0
+    PAGE = 200
+
+    def __init__(self, backend: Backend, worker_id: str, registry: dict[str, Workflow]) -> None:
+        self._backend = backend
+        self._worker_id = worker_id
+        self._registry = registry
+        self._reported: set[str] = set()
+        self._next_at = 0.0
+
+    async def report_now_and_then(self) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            return
+        self._next_at = now + self.EVERY
+        for workflow_id, workflow in self._registry.items():
+            try:
+                page = await self._backend.list_instances(workflow_id=workflow_id, limit=self.PAGE)
+            except Exception as error:  # the claim loop reports storage trouble already
+                logger.debug("worker %s: listing instances failed: %s", self._worker_id, error)
+                return
+            for record in page.items:
+                if (
+                    record.definition_hash == workflow.definition_hash
+                    or record.status.is_terminal
+                    or record.instance_id in self._reported
+                ):
+                    continue
+                self._reported.add(record.instance_id)
+                logger.warning(
+                    "[%s] not run by worker %s: started by another definition of workflow "
+                    "%r (hash %s, this worker serves %s). A worker with that definition "
+                    "runs it; or resume it under this one with resume_workflow(..., "
+                    "allow_definition_change=True)",
+                    record.instance_id,
+                    self._worker_id,
+                    workflow_id,
+                    record.definition_hash[:12],
+                    workflow.definition_hash[:12],
+                )
 
 
 def _taking_over(
@@ -312,6 +400,12 @@ class WorkerHandle:
 
     It shares that loop with the sync API (``WorkflowClient``, ``run_durable_workflow``),
     so one backend object, whose connection pool belongs to one loop, serves both.
+
+    As a context manager, leaving the block shuts the worker down and waits for it::
+
+        with Worker("w1", backend).start([order_flow]):
+            client.submit(order_flow, "order-42", {"sku": "A1"})
+            client.wait("order-42", timeout=60)
     """
 
     def __init__(self, worker: Worker, workflows: list[Workflow]) -> None:
@@ -320,11 +414,17 @@ class WorkerHandle:
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._future: concurrent.futures.Future[None] | None = None
+        self._pid = os.getpid()
         self.error: BaseException | None = None
 
     def _start(self) -> None:
         self._future = submit(self._serve())
         self._started.wait()
+
+    def _in_another_process(self) -> bool:
+        # A handle inherited through os.fork(): its worker ran on the parent's loop
+        # thread, which the child does not have. There is nothing to stop or wait for.
+        return os.getpid() != self._pid
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
@@ -339,15 +439,30 @@ class WorkerHandle:
     def shutdown(self) -> None:
         """Ask the worker to stop; running steps finish and their claims are released."""
         stop = self._stop
-        if stop is not None:
+        if stop is not None and not self._in_another_process():
             loop_of_sync_api().call_soon_threadsafe(stop.set)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the worker has stopped (or ``timeout`` seconds passed)."""
-        if self._future is None:
+        if self._future is None or self._in_another_process():
             return
         with contextlib.suppress(concurrent.futures.TimeoutError, Exception):
             self._future.result(timeout)
 
     def is_alive(self) -> bool:
+        """Whether the worker runs; always ``False`` in a process forked after its start."""
+        if self._in_another_process():
+            return False
         return self._future is not None and not self._future.done()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+        self.join()

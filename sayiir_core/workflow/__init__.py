@@ -2,6 +2,7 @@
 
 from sayiir_core.workflow.builder import BranchBuilder, Flow, ForkBuilder
 from sayiir_core.workflow.loop_result import LoopResult, OnMax
+from sayiir_core.workflow.require import require_workflow
 from sayiir_core.workflow.task import RetryPolicy, TaskMetadata, task
 from sayiir_core.workflow.workflow import NodeInfo, Workflow
 
@@ -15,5 +16,6 @@ __all__ = [
     "RetryPolicy",
     "TaskMetadata",
     "Workflow",
+    "require_workflow",
     "task",
 ]

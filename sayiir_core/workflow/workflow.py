@@ -26,7 +26,8 @@ from sayiir_core.workflow.graph import (
 )
 from sayiir_core.workflow.task import RetryPolicy
 
-# Characters the engine uses to name loop iterations (``body#2``) and map items (``fn[7]``).
+# Characters that name loop iterations (``body#2``) and map items (``fn[7]``) in step keys
+# (sayiir_core/machine/keys.py; the machine sits above this module, so it is not imported).
 _RESERVED_ID_CHARACTERS = ("#", "[", "]")
 
 
@@ -110,6 +111,7 @@ def _index_tasks(pipeline: Pipeline) -> dict[str, TaskNode]:
     tasks: dict[str, TaskNode] = {}
     for node in iter_task_nodes(pipeline):
         if node.task_id in tasks and tasks[node.task_id] is not node:
+            # Flow numbers repeated ids (step_ids.py); only a hand-built graph gets here.
             raise ValueError(
                 f"task id {node.task_id!r} is used twice in one workflow; "
                 "pass name=... to tell the steps apart"

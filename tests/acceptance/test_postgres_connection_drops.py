@@ -14,12 +14,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from postgres_service import WireProxy, postgres_database, postgres_schema
+from postgres_service import WireProxy
 
 from sayiir_core import AsyncWorkflowClient, Flow, Worker, Workflow
 from sayiir_core.backends.postgres import PostgresBackend
-
-__all__ = ["postgres_database", "postgres_schema"]
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 

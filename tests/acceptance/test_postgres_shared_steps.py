@@ -19,12 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres_service import postgres_database, postgres_schema
 from worker_fleet import Fleet, started_counts, wait_until
 
 from sayiir_core import Flow, WorkflowClient, task
-
-__all__ = ["postgres_database", "postgres_schema"]
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 

@@ -17,12 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres_service import postgres_database, postgres_schema
 from worker_fleet import Fleet, started_counts, wait_until
 
 from sayiir_core import Flow, task
-
-__all__ = ["postgres_database", "postgres_schema"]
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 
@@ -171,7 +168,7 @@ def test_a_sigterm_finishes_the_running_step_and_hands_over(fleet: Fleet) -> Non
 
     worker.terminate()  # SIGTERM: finish the running step, release the claim
     assert worker.wait(timeout=20) == 0
-    assert client.status("graceful-1").status in ("pending", "running")
+    assert client.status("graceful-1").status in ("in_progress", "running")
     fleet.start("next")
     wait_until(lambda: client.status("graceful-1").is_completed(), 30, "the next worker")
     started = started_counts(fleet.lines())

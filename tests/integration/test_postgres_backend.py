@@ -25,8 +25,8 @@ from sayiir_core.backends import (
     StepWrite,
     backend_from_url,
 )
-from sayiir_core.backends import _postgres_session as session_module
 from sayiir_core.backends.postgres import PostgresBackend
+from sayiir_core.backends.postgres import session as session_module
 from sayiir_core.errors import BackendError, LeaseLostError
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status
@@ -47,9 +47,10 @@ def new(instance_id: str = "i-1", *, input: bytes = b"{}", now: float = NOW) -> 
 def step(
     status: Status = Status.RUNNING,
     checkpoints: list[tuple[str, bytes]] | None = None,
+    control: dict[str, Any] | None = None,
     **extra: Any,
 ) -> StepWrite:
-    return StepWrite(status, {"n": 1}, NOW + 1, checkpoints=checkpoints or [], **extra)
+    return StepWrite(status, control or {"n": 1}, NOW + 1, checkpoints=checkpoints or [], **extra)
 
 
 @pytest.fixture
@@ -191,7 +192,10 @@ async def test_a_create_in_another_pool_wakes_wait_for_work(opener: Opener) -> N
 async def test_signals_unpause_retry_and_releases_wake_workers(opener: Opener) -> None:
     worker, client = await opener(), await opener()
     token = await claimed(client)
-    await client.commit("i-1", token, step(Status.AWAITING_SIGNAL, wake_at=None, release=True))
+    awaiting_go = step(
+        Status.AWAITING_SIGNAL, wake_at=None, release=True, control={"signals": {"wait": "go"}}
+    )
+    await client.commit("i-1", token, awaiting_go)
     await _listening(worker)
 
     assert await _woken_within(worker, client.send_signal("i-1", "go", b"", NOW)) < 1.0
@@ -213,6 +217,25 @@ async def test_work_that_is_not_runnable_does_not_wake_workers(opener: Opener) -
     waiting = asyncio.create_task(worker.wait_for_work(0.4))
     await client.send_signal("i-1", "go", b"", NOW)  # running, not awaiting signals
     await client.commit("i-1", token, step(checkpoints=[("a", b"1")]))  # keeps its claim
+    started = time.monotonic()
+    await waiting
+
+    assert time.monotonic() - started > 0.2
+
+
+async def test_a_signal_the_instance_does_not_wait_for_does_not_wake_workers(
+    opener: Opener,
+) -> None:
+    worker, client = await opener(), await opener()
+    token = await claimed(client)
+    awaiting_go = step(
+        Status.AWAITING_SIGNAL, wake_at=None, release=True, control={"signals": {"wait": "go"}}
+    )
+    await client.commit("i-1", token, awaiting_go)
+    await _listening(worker)
+
+    waiting = asyncio.create_task(worker.wait_for_work(0.4))
+    await client.send_signal("i-1", "later", b"", NOW)  # buffered for a later wait
     started = time.monotonic()
     await waiting
 
@@ -397,7 +420,7 @@ async def test_a_ten_step_run_costs_one_round_trip_per_step_and_one_to_start(
     opener: Opener, postgres_schema: tuple[str, str]
 ) -> None:
     from sayiir_core import Flow
-    from sayiir_core.runtime.engine import Engine
+    from sayiir_core.runtime import DurableRunner, LocalExecutor
 
     flow = Flow("chain")
     for n in range(10):
@@ -407,7 +430,7 @@ async def test_a_ten_step_run_costs_one_round_trip_per_step_and_one_to_start(
     await proxy.start()
     try:
         backend = await opener(url=proxy.url(postgres_schema[0]), min_size=1, max_size=1)
-        engine = Engine(backend)
+        engine = DurableRunner(backend, executor=LocalExecutor())
         await engine.run(workflow, "warm-up", 0)  # prepares the statements
         proxy.round_trips = 0
 

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -187,7 +188,7 @@ def test_a_client_waiting_sees_a_finish_made_by_another_process(tmp_path: Path) 
     from sayiir_core import Flow, WorkflowClient
 
     path = tmp_path / "shared.db"
-    client = WorkflowClient(SqliteBackend(path))
+    client = WorkflowClient(SqliteBackend(path), owns_backend=True)
     client.submit(Flow("xproc").then(lambda x: x + 1, name="inc").build(), "x-1", 1)
     child = subprocess.Popen(
         [sys.executable, "-c", _FINISHER, str(path)],
@@ -215,12 +216,18 @@ _OPENER = textwrap.dedent(
         await backend.create(new, ConflictPolicy.FAIL)
         await backend.close()
 
+    print("ready", flush=True)
+    sys.stdin.readline()  # every opener is started and imported: open all at once
     asyncio.run(main())
     """
 )
+OPENERS = 8
 
 
 async def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    # Switching a new file to WAL, migrating it and closing the last connection are
+    # where SQLite answers "database is locked" at once instead of waiting; openers
+    # released together make those collisions likely.
     path = tmp_path / "fresh" / "sayiir.db"
     children = [
         await asyncio.create_subprocess_exec(
@@ -229,21 +236,76 @@ async def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Pa
             _OPENER,
             str(path),
             f"p-{n}",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         )
-        for n in range(4)
+        for n in range(OPENERS)
     ]
+    for child in children:
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), 60) == b"ready\n"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
     results = [await asyncio.wait_for(child.communicate(), 60) for child in children]
 
-    assert [child.returncode for child in children] == [0] * 4, [err for _, err in results]
+    assert [child.returncode for child in children] == [0] * OPENERS, [err for _, err in results]
     backend = await opened(path)
     page = await backend.list_instances()
-    assert sorted(r.instance_id for r in page.items) == ["p-0", "p-1", "p-2", "p-3"]
+    assert sorted(r.instance_id for r in page.items) == [f"p-{n}" for n in range(OPENERS)]
     await backend.close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT version FROM sayiir_migrations").fetchall() == [(1,)]
     raw.close()
+
+
+def rollback_journal_file_being_written(path: Path) -> sqlite3.Connection:
+    """A file as another process leaves it mid-creation: no WAL yet, write lock held.
+
+    Switching such a file to WAL is refused at once (SQLITE_BUSY without calling the
+    busy handler), the case that made openers started together fail.
+    """
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("CREATE TABLE scratch (x)")
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+async def test_open_retries_what_sqlite_refuses_without_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "sayiir.db"
+    blocker = rollback_journal_file_being_written(path)
+    asyncio.get_running_loop().call_later(0.3, blocker.execute, "COMMIT")
+
+    backend = await opened(path, busy_timeout=30)
+    try:
+        await backend.create(new(), ConflictPolicy.FAIL)
+        assert await backend.get_record("i-1") is not None
+    finally:
+        await backend.close()
+        blocker.close()
+
+
+async def test_open_that_stays_locked_says_what_it_was_doing_and_for_how_long(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sayiir.db"
+    blocker = rollback_journal_file_being_written(path)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    try:
+        with pytest.raises(BackendError) as caught:
+            await opened(path, busy_timeout=0.3)
+    finally:
+        blocker.close()
+
+    message = str(caught.value)
+    assert "open failed: database is locked while switching the file to WAL" in message
+    assert re.search(r"still locked after 0\.[3-9]s of waiting and \d+ attempt", message)
+    assert "busy_timeout=0.3s" in message
+    assert loop.time() - started >= 0.3  # it retried until busy_timeout, not at once
 
 
 def test_one_backend_object_serves_several_threads_and_loops(tmp_path: Path) -> None:
@@ -303,8 +365,10 @@ async def test_open_creates_the_directory_uses_wal_and_is_idempotent(tmp_path: P
 async def test_synchronous_mode_is_applied(tmp_path: Path, mode: str, level: int) -> None:
     backend = await opened(tmp_path / "sayiir.db", synchronous=mode)
     # synchronous is per connection, so only the backend's own connection can show it.
-    assert backend._conn is not None
-    assert backend._conn.execute("PRAGMA synchronous").fetchone() == (level,)
+    setting = await backend._run(
+        "test", None, lambda conn: conn.execute("PRAGMA synchronous").fetchone()
+    )
+    assert setting == (level,)
     await backend.close()
 
 

@@ -11,13 +11,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from postgres_service import postgres_database, postgres_schema
 
-from sayiir_core.backends._postgres_schema import check_schema_name, migrations, schema_sql
 from sayiir_core.backends.postgres import PostgresBackend
+from sayiir_core.backends.postgres.schema import check_schema_name, migrations, schema_sql
 from sayiir_core.errors import BackendError
-
-__all__ = ["postgres_database", "postgres_schema"]
 
 pytestmark = pytest.mark.postgres
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -12,14 +12,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from postgres_service import postgres_database, postgres_schema
 
 from sayiir_core import Flow, WorkflowClient
 from sayiir_core.backends.postgres import PostgresBackend
 from sayiir_core.backends.step_queue import StepRef, StepTicket
 from sayiir_core.runtime.loop_thread import run_sync
-
-__all__ = ["postgres_database", "postgres_schema"]
 
 pytestmark = pytest.mark.postgres
 
@@ -41,7 +38,7 @@ def test_the_how_to_has_queries() -> None:
 def test_a_documented_query_runs(block: str, postgres_schema: tuple[str, str]) -> None:
     url, schema = postgres_schema
     backend = PostgresBackend(url, schema=schema)
-    client = WorkflowClient(backend)
+    client = WorkflowClient(backend, owns_backend=True)  # client.close() closes it
     workflow = Flow("docs").then(lambda x: x, name="noop").build()
     client.submit(workflow, "order-7", {"id": 7})
     ticket = StepTicket(
@@ -64,6 +61,7 @@ def test_a_documented_query_runs(block: str, postgres_schema: tuple[str, str]) -
 
     run_sync(run())
     client.close()
+    run_sync(backend.close())  # the client leaves a backend it was handed open
 
 
 class _RollbackError(Exception):

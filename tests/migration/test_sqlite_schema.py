@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sayiir_core.backends import SqliteBackend
-from sayiir_core.backends._sqlite_schema import migrations, schema_sql, statements
+from sayiir_core.backends.sqlite.schema import migrations, schema_sql, statements
 from sayiir_core.errors import BackendError
 
 

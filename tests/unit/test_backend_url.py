@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import sayiir_core.backends as backends
 from sayiir_core.backends import InMemoryBackend, SqliteBackend, backend_from_url
 from sayiir_core.backends.url import redact
 from sayiir_core.errors import BackendError
@@ -144,26 +143,3 @@ def test_sqlite_path_names_the_file_without_opening_it(tmp_path: Path) -> None:
     assert sqlite_path(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a.db"
     assert sqlite_path("postgresql://db/flows") is None
     assert not (tmp_path / "a.db").exists()
-
-
-def test_public_names() -> None:
-    assert sorted(backends.__all__) == backends.__all__
-    assert set(backends.__all__) == {
-        "Backend",
-        "BufferedSignal",
-        "Claim",
-        "ConflictPolicy",
-        "ControlRequest",
-        "FinishWatch",
-        "HistoryEvent",
-        "InMemoryBackend",
-        "InstancePage",
-        "InstanceRecord",
-        "LoadedInstance",
-        "NewInstance",
-        "SqliteBackend",
-        "StepWrite",
-        "backend_from_url",
-    }
-    for name in backends.__all__:
-        assert getattr(backends, name) is not None

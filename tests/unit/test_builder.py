@@ -18,6 +18,7 @@ from sayiir_core.workflow.graph import (
     RouteNode,
     SignalNode,
     TaskNode,
+    iter_nodes,
 )
 
 
@@ -126,9 +127,15 @@ def test_non_callable_step_is_a_type_error() -> None:
         Flow("f").then(42)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", ["", None])
-def test_flow_needs_a_name(name: str | None) -> None:
+def test_flow_needs_a_name() -> None:
     with pytest.raises(ValueError, match="name"):
+        Flow("")
+
+
+@pytest.mark.parametrize("name", [None, 3])
+def test_flow_name_must_be_a_string(name: object) -> None:
+    # Like Sayiir 1.0: a TypeError (before: None was a ValueError, 3 was accepted).
+    with pytest.raises(TypeError, match="name must be a non-empty string"):
         Flow(name)  # type: ignore[arg-type]
 
 
@@ -160,30 +167,98 @@ def test_built_workflow_is_not_changed_by_further_building() -> None:
     assert ids(flow.build().pipeline) == ["step_a", "step_b"]
 
 
-# -- duplicate and reserved ids -------------------------------------------------------------
+# -- repeated and reserved ids -------------------------------------------------------------
 
 
-def test_same_function_twice_needs_a_name() -> None:
-    with pytest.raises(ValueError, match="used twice"):
-        Flow("dup").then(step_a).then(step_a).build()
-    wf = Flow("dup").then(step_a).then(step_a, name="step_a_again").build()
-    assert ids(wf.pipeline) == ["step_a", "step_a_again"]
+def test_same_function_at_several_places_gets_numbered_ids() -> None:
+    wf = Flow("rep").then(step_a).then(step_b).then(step_a).then(step_a).build()
+    assert ids(wf.pipeline) == ["step_a", "step_b", "step_a__1", "step_a__2"]
+    assert [task_node(node).fn for node in wf.pipeline] == [step_a, step_b, step_a, step_a]
+    assert list(wf.tasks) == ["step_a", "step_b", "step_a__1", "step_a__2"]
+    # The task keeps its own name; only the step id is numbered.
+    assert {node.metadata.display_name for node in wf.tasks.values()} == {"step_a", "step_b"}
+
+
+def test_repeated_ids_are_the_same_on_every_build() -> None:
+    def build() -> Workflow:
+        return (
+            Flow("rep")
+            .then(step_a)
+            .fork()
+            .branch(step_a, step_b)
+            .branch(step_b)
+            .join(combine)
+            .loop(countdown)
+            .loop(countdown)
+            .map(step_a)
+            .build()
+        )
+
+    first, second = build(), build()
+    assert (
+        list(first.tasks)
+        == list(second.tasks)
+        == [
+            "step_a",
+            "step_a__1",
+            "step_b",
+            "step_b__1",
+            "combine",
+            "countdown",
+            "countdown__1",
+            "step_a__2",
+        ]
+    )
+    assert first.definition_hash == second.definition_hash
+
+
+def test_numbered_ids_skip_an_id_taken_by_name() -> None:
+    wf = Flow("rep").then(step_a, name="step_a__1").then(step_a).then(step_a).build()
+    assert ids(wf.pipeline) == ["step_a__1", "step_a", "step_a__2"]
+    wf = Flow("rep").then(step_a).then(step_a).then(step_b, name="step_a__1").build()
+    assert ids(wf.pipeline) == ["step_a", "step_a__1", "step_a__1__1"]
+
+
+def test_the_same_function_in_two_branches_gives_the_join_two_keys() -> None:
+    wf = Flow("f").fork().branch(step_a).branch(step_a).join(combine).build()
+    fork = wf.pipeline[0]
+    assert isinstance(fork, ForkNode)
+    assert [ids(branch) for branch in fork.branches] == [["step_a"], ["step_a__1"]]
+    assert fork.node_id == "step_a||step_a__1"
 
 
 @pytest.mark.parametrize(
-    "make",
+    ("make", "step_ids"),
     [
-        lambda: Flow("d").then(step_a).delay("step_a", 1),
-        lambda: Flow("d").then(step_a).wait_for_signal("step_a"),
-        lambda: Flow("d").delay("pause", 1).delay("pause", 2),
-        lambda: Flow("d").fork().branch(step_a).branch(step_a, name="other").join(step_a),
-        lambda: Flow("d").then(step_a).loop(countdown, name="step_a"),
-        lambda: Flow("d").then(step_a).map(step_b, name="step_a"),
+        (lambda: Flow("d").then(step_a).delay("step_a", 1), ["step_a", "step_a__1"]),
+        (lambda: Flow("d").then(step_a).wait_for_signal("step_a"), ["step_a", "step_a__1"]),
+        (lambda: Flow("d").delay("pause", 1).delay("pause", 2), ["pause", "pause__1"]),
+        (
+            lambda: Flow("d").wait_for_signal("go").wait_for_signal("go", timeout=5),
+            ["go", "go__1"],
+        ),
+        (lambda: Flow("d").then(step_a).then(step_b, name="step_a"), ["step_a", "step_a__1"]),
+        (lambda: Flow("d").then(step_a).loop(countdown, name="step_a"), ["step_a", "step_a__1"]),
+        (lambda: Flow("d").then(step_a).map(step_b, name="step_a"), ["step_a", "step_a__1"]),
     ],
 )
-def test_duplicate_step_ids_are_rejected(make: Callable[[], Flow]) -> None:
+def test_a_repeated_step_id_of_any_kind_is_numbered(
+    make: Callable[[], Flow], step_ids: list[str]
+) -> None:
+    wf = make().build()
+    assert [info.id for info in wf.iter_nodes() if info.kind not in ("loop", "map")] == step_ids
+
+
+def test_repeated_signal_waits_keep_their_signal_name() -> None:
+    wf = Flow("s").wait_for_signal("go").wait_for_signal("go").build()
+    assert wf.pipeline == (SignalNode("go", "go", None), SignalNode("go__1", "go", None))
+    assert set(wf.signals) == {"go", "go__1"}
+
+
+def test_a_workflow_built_by_hand_still_refuses_duplicate_ids() -> None:
+    node = TaskNode("step_a", step_a)
     with pytest.raises(ValueError, match="used twice"):
-        make().build()
+        Workflow("hand", (node, TaskNode("step_a", step_b)))
 
 
 @pytest.mark.parametrize("bad", ["a#1", "b[0]", "c]"])
@@ -316,21 +391,51 @@ def test_named_route() -> None:
     assert route.key_fn.task_id == "by_parity::key_fn"
 
 
-def test_parent_and_child_can_both_route_once_one_is_named() -> None:
+def test_parent_and_child_routes_get_distinct_ids() -> None:
     child = Flow("child").route(parity, keys=["even"]).branch("even", step_a).done().build()
-    clashing = Flow("parent").route(parity, keys=["even"]).branch("even", step_b).done()
-    with pytest.raises(ValueError, match=r"'branch_0::key_fn' is used twice"):
-        clashing.then_flow(child).build()
-
     parent = (
         Flow("parent")
-        .route(parity, keys=["even"], name="outer")
+        .route(parity, keys=["even"])
         .branch("even", step_b)
         .done()
         .then_flow(child)
+        .then_flow(child)
         .build()
     )
-    assert {"outer::key_fn", "branch_0::key_fn"} <= set(parent.tasks)
+    routes = [node for node in iter_nodes(parent.pipeline) if isinstance(node, RouteNode)]
+    assert [(route.node_id, route.key_fn.task_id) for route in routes] == [
+        ("branch_0", "branch_0::key_fn"),
+        ("branch_0__1", "branch_0__1::key_fn"),
+        ("branch_0__2", "branch_0__2::key_fn"),
+    ]
+    assert [ids(route.branches[0][1]) for route in routes] == [
+        ["step_b"],
+        ["step_a"],
+        ["step_a__1"],
+    ]
+
+
+def test_two_routes_with_one_name_get_distinct_ids() -> None:
+    wf = (
+        Flow("r")
+        .route(parity, keys=["even"], name="by_parity")
+        .branch("even", step_a)
+        .done()
+        .route(parity, keys=["even"], name="by_parity")
+        .branch("even", step_b)
+        .done()
+        .build()
+    )
+    assert {"by_parity::key_fn", "by_parity__1::key_fn"} <= set(wf.tasks)
+
+
+def test_a_route_and_a_task_may_share_a_name() -> None:
+    # Route ids are not checkpoints: a task called "branch_0" does not rename the route
+    # (flows built like this before repeated ids were numbered keep their hash).
+    wf = Flow("r").then(step_a, name="branch_0").route(parity, keys=["even"])
+    route = wf.branch("even", step_b).done().build().pipeline[1]
+    assert isinstance(route, RouteNode)
+    assert route.node_id == "branch_0"
 
 
 def test_route_name_must_not_be_empty() -> None:
@@ -364,6 +469,8 @@ def test_route_same_key_twice_in_branch() -> None:
 def test_route_needs_keys() -> None:
     with pytest.raises(ValueError, match="at least one key"):
         Flow("r").route(parity, keys=[])
+    with pytest.raises(TypeError, match="list of strings"):
+        Flow("r").route(parity, keys="even")
 
 
 def test_route_empty_branches_are_rejected() -> None:
@@ -404,8 +511,14 @@ def test_loop_defaults_and_enum_policy() -> None:
 
 @pytest.mark.parametrize("max_iterations", [0, -1])
 def test_loop_max_iterations_must_be_positive(max_iterations: int) -> None:
-    with pytest.raises(ValueError, match="max_iterations"):
+    with pytest.raises(ValueError, match=r"^max_iterations must be at least 1$"):
         Flow("l").loop(countdown, max_iterations=max_iterations)
+
+
+@pytest.mark.parametrize("max_iterations", [2.5, "3", True, None])
+def test_loop_max_iterations_must_be_an_int(max_iterations: object) -> None:
+    with pytest.raises(TypeError, match="max_iterations must be an int"):
+        Flow("l").loop(countdown, max_iterations=max_iterations)  # type: ignore[arg-type]
 
 
 def test_loop_on_max_must_be_known() -> None:
@@ -458,12 +571,48 @@ def test_then_flow_requires_a_built_workflow(not_a_workflow: object) -> None:
         Flow("parent").then_flow(not_a_workflow)  # type: ignore[arg-type]
 
 
-def test_child_ids_must_not_clash_with_the_parent() -> None:
-    child = Flow("child").then(step_a).build()
-    with pytest.raises(ValueError, match="used twice"):
-        Flow("parent").then(step_a).then_flow(child).build()
-    with pytest.raises(ValueError, match="used twice"):
-        Flow("parent").then_flow(child).then_flow(child).build()
+def test_a_child_inlined_twice_or_sharing_ids_with_the_parent_gets_numbered_ids() -> None:
+    child = Flow("child").then(step_a).then(step_b).build()
+    wf = Flow("parent").then(step_a).then_flow(child).then_flow(child).build()
+    first, second = wf.pipeline[1], wf.pipeline[2]
+    assert isinstance(first, ChildFlowNode)
+    assert isinstance(second, ChildFlowNode)
+    assert (first.node_id, ids(first.pipeline)) == ("child_0", ["step_a__1", "step_b"])
+    assert (second.node_id, ids(second.pipeline)) == ("child_1", ["step_a__2", "step_b__1"])
+    assert ids(child.pipeline) == ["step_a", "step_b"]  # the child itself is unchanged
+
+
+def test_a_child_without_clashes_is_inlined_as_it_is() -> None:
+    child = Flow("child").fork([step_b, step_c]).join(combine).loop(countdown).build()
+    node = Flow("parent").then(step_a).then_flow(child).build().pipeline[1]
+    assert isinstance(node, ChildFlowNode)
+    assert node.pipeline is child.pipeline
+
+
+def test_a_clashing_child_fork_is_renamed_throughout() -> None:
+    child = (
+        Flow("child")
+        .fork([step_b, step_c])
+        .join(combine)
+        .loop(countdown)
+        .map(step_a)
+        .delay("nap", 1)
+        .wait_for_signal("go")
+        .build()
+    )
+    wf = Flow("parent").then_flow(child).then_flow(child).build()
+    second = wf.pipeline[1]
+    assert isinstance(second, ChildFlowNode)
+    fork, loop, mapping, delay, signal = second.pipeline
+    assert isinstance(fork, ForkNode)
+    assert fork.node_id == "step_b__1||step_c__1"
+    assert fork.join.task_id == "combine__1"
+    assert isinstance(loop, LoopNode)
+    assert loop.body.task_id == "countdown__1"
+    assert isinstance(mapping, MapNode)
+    assert mapping.fn.task_id == "step_a__1"
+    assert delay == DelayNode("nap__1", 1.0)
+    assert signal == SignalNode("go__1", "go", None)
 
 
 # -- delay and signal ---------------------------------------------------------------------------
@@ -615,6 +764,56 @@ def test_hash_ignores_descriptive_metadata() -> None:
     assert hash_of_decorated() == hash_of_decorated(
         description="charge the card", tags=["payments"], priority=1
     )
+
+
+def mixed_flow() -> Workflow:
+    @task(
+        "charge",
+        timeout="30s",
+        retries=RetryPolicy(max_retries=3, initial_delay_secs=0.5, max_delay_secs=10, jitter=0.1),
+        version="2",
+        tags=["x"],
+        priority=2,
+    )
+    def charge(x: int) -> int:
+        return x
+
+    child = Flow("child").route(parity, keys=["even"]).branch("even", step_a).done().build()
+    return (
+        Flow("mixed")
+        .then(charge)
+        .fork([step_b, step_c])
+        .join(combine)
+        .route(parity, keys=["even", "odd"], name="outer")
+        .branch("even", step_a, name="ev")
+        .default_branch(lambda x: x)
+        .done()
+        .then_flow(child)
+        .loop(countdown, max_iterations=3, on_max="exit_with_last")
+        .map(step_a, name="each", max_concurrency=4)
+        .wait_for_signal("go", name="gate")
+        .delay("d", "1h")
+        .build()
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "pinned"),
+    [
+        (
+            lambda: Flow("f").then(step_a).then(step_b).build(),
+            "43b6096b8767ccf0eae26fbc1c352e89c6c9c116ce8b92603c3a430781147353",
+        ),
+        (full_flow, "cd76cce42f5c5a2d0bb030be0c442c2e03ab7ea340ab24777d832d9a6abc8cfd"),
+        (mixed_flow, "109b177211071d657bb3524b12c9bc4272a5663c20b4020b3629d0a244febaf5"),
+    ],
+)
+def test_hash_of_a_flow_without_repeats_never_changes(
+    make: Callable[[], Workflow], pinned: str
+) -> None:
+    # Stored instances carry this hash and are refused on resume when it differs: a
+    # change to how flows are described must leave every existing flow's hash alone.
+    assert make().definition_hash == pinned
 
 
 # -- iter_nodes ---------------------------------------------------------------------------------

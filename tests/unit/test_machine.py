@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import sayiir_core
 from sayiir_core.machine import (
     AwaitSignal,
     CancelRequested,
@@ -123,7 +126,44 @@ def test_step_key_helpers() -> None:
     assert task_id_of_key("body#3") == "body"
     assert task_id_of_key("fetch[7]") == "fetch"
     assert task_id_of_key("plain") == "plain"
+    assert task_id_of_key("fetch__1[7]") == "fetch__1"  # a repeated step's items
+    assert task_id_of_key("branch_0::key_fn") == "branch_0::key_fn"
     assert start({"a": 1}) == Snapshot(input={"a": 1})
+
+
+def _sayiir_imports(module: Path) -> set[str]:
+    tree = ast.parse(module.read_text())
+    return {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.module is not None
+        and node.module.startswith("sayiir_core")
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name.startswith("sayiir_core")
+    }
+
+
+def test_status_and_the_key_formats_import_nothing_of_the_package() -> None:
+    # status.py (Status, WorkflowStatus, ErrorInfo) sits below the machine and the
+    # backends; machine/keys.py is what backends and runtime read step keys with.
+    package = Path(sayiir_core.__file__).parent
+    assert _sayiir_imports(package / "status.py") == set()
+    assert _sayiir_imports(package / "machine" / "keys.py") == set()
+
+
+def test_error_info_round_trips_with_and_without_a_traceback() -> None:
+    with_frames = ErrorInfo("ValueError", "bad", "t", "task", "Traceback (most recent ...")
+    assert ErrorInfo.from_dict(with_frames.to_dict()) == with_frames
+    assert with_frames.full_text() == "ValueError: bad\n\nTraceback (most recent ..."
+    assert str(with_frames) == "ValueError: bad"
+    assert "traceback" not in BOOM.to_dict()  # rows written before tracebacks were kept
+    assert ErrorInfo.from_dict(BOOM.to_dict()) == BOOM
+    assert BOOM.full_text() == str(BOOM)
 
 
 # -- chain --------------------------------------------------------------------------------------

@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sayiir_core.workflow import RetryPolicy, TaskMetadata, task
-from sayiir_core.workflow.task import MAX_TAG_LENGTH, MAX_TAGS, TaskSpec, task_spec
+from sayiir_core.workflow.task import (
+    MAX_RETRY_DELAY_SECS,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    TaskSpec,
+    task_spec,
+)
 
 
 def spec_of(fn: object) -> TaskSpec:
@@ -54,6 +60,25 @@ def test_keyword_name_and_empty_parentheses() -> None:
 
     assert spec_of(fetch).task_id == "load_user"
     assert spec_of(store).task_id == "store"
+
+
+def test_func_keyword_decorates_directly_as_in_sayiir() -> None:
+    def fetch(x: int) -> int:
+        return x
+
+    assert task(func=fetch, name="load", retries=1) is fetch
+    assert spec_of(fetch).task_id == "load"
+    assert spec_of(fetch).metadata.retries == RetryPolicy(max_retries=1)
+
+
+def test_two_names_are_refused() -> None:
+    with pytest.raises(TypeError, match="two names"):
+        task("one", name="two")
+
+
+def test_a_non_callable_is_refused() -> None:
+    with pytest.raises(TypeError, match="decorates a function"):
+        task(42)  # type: ignore[call-overload]
 
 
 def test_all_options_are_recorded() -> None:
@@ -212,7 +237,7 @@ def test_bad_timeout_secs(timeout_secs: float) -> None:
 
 
 def test_negative_retries() -> None:
-    with pytest.raises(ValueError, match="max_retries"):
+    with pytest.raises(ValueError, match=r"retries=\.\.\.\) must be >= 0"):
         task(retries=-1)
 
 
@@ -235,7 +260,7 @@ def test_retry_policy_defaults_match_sayiir() -> None:
     [
         ({"max_retries": -1}, "max_retries"),
         ({"initial_delay_secs": -0.1}, "initial_delay_secs"),
-        ({"backoff_multiplier": 0.5}, "backoff_multiplier"),
+        ({"backoff_multiplier": -0.5}, "backoff_multiplier"),
         ({"max_delay_secs": -1.0}, "max_delay_secs"),
         ({"jitter": -0.1}, "jitter"),
         ({"jitter": 1.5}, "jitter"),
@@ -299,9 +324,10 @@ def test_jittered_delay_stays_within_bounds(
         base = min(base, cap)
     delay = policy.delay_before_retry(retry_number, sample)
     assert delay >= 0
-    assert base * (1 - jitter) - 1e-9 <= delay <= base * (1 + jitter) + 1e-9
+    low, high = base * (1 - jitter), base * (1 + jitter)
+    assert min(low, MAX_RETRY_DELAY_SECS) - 1e-9 <= delay <= min(high, MAX_RETRY_DELAY_SECS) + 1e-9
     if jitter == 0:
-        assert delay == pytest.approx(base)
+        assert delay == pytest.approx(min(base, MAX_RETRY_DELAY_SECS))
 
 
 def test_should_retry_honours_retry_on_and_non_retryable() -> None:

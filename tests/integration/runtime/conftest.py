@@ -1,10 +1,10 @@
 """Backends for the runtime tests: every durable test runs on memory, SQLite and PostgreSQL.
 
-PostgreSQL runs use a schema of their own in the run's test database (see
-``tests/postgres_service.py``). Its connection pool belongs to the event loop that opened
-it, so PostgreSQL joins the tests driven through the sync API (one loop thread per
-process); async tests run on memory and SQLite, and the async contract suite covers the
-PostgreSQL backend itself.
+PostgreSQL runs use a schema of their own in the run's test database (the
+``make_postgres_backend`` fixture of ``tests/conftest.py``). Its connection pool belongs
+to the event loop that opened it, so PostgreSQL joins the tests driven through the sync
+API (one loop thread per process); async tests run on memory and SQLite, and the async
+contract suite covers the PostgreSQL backend itself.
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres_service import postgres_database, postgres_schema
 
 from sayiir_core import Backend, InMemoryBackend, SqliteBackend, Worker, WorkerHandle, Workflow
 from sayiir_core.runtime.loop_thread import run_sync
-
-__all__ = ["postgres_database", "postgres_schema"]
 
 BackendFactory = Callable[[], Backend]
 HandleStarter = Callable[..., WorkerHandle]
@@ -34,7 +31,8 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     runtime_dir = Path(__file__).parent
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         function = getattr(item, "function", None)
         on_postgres = "[postgres" in item.nodeid or "-postgres" in item.nodeid
@@ -58,17 +56,16 @@ def open_backend(
     """
     opened: list[Backend] = []
     memory = InMemoryBackend()
-    postgres = request.getfixturevalue("postgres_schema") if backend_kind == "postgres" else None
+    make_postgres: Callable[[], Backend] | None = (
+        request.getfixturevalue("make_postgres_backend") if backend_kind == "postgres" else None
+    )
 
     def factory() -> Backend:
         if backend_kind == "memory":
             return memory
         backend: Backend
-        if postgres is not None:
-            from sayiir_core.backends.postgres import PostgresBackend
-
-            url, schema = postgres
-            backend = PostgresBackend(url, schema=schema, max_size=4)
+        if make_postgres is not None:
+            backend = make_postgres()
         else:
             backend = SqliteBackend(tmp_path / "sayiir.db")
         opened.append(backend)

@@ -65,7 +65,7 @@ async def test_submit_and_worker_run(durable_backend: Backend, run_worker: Worke
     wf = pipeline(calls)
     client = AsyncWorkflowClient(durable_backend)
     submitted = await client.submit(wf, "a-1", 1)
-    assert submitted.status == "pending"
+    assert submitted.status == "in_progress"
     with pytest.raises(InstanceAlreadyExistsError):
         await client.submit(wf, "a-1", 1)
 
@@ -146,7 +146,7 @@ async def test_async_control_operations(durable_backend: Backend) -> None:
     client = AsyncWorkflowClient(durable_backend)
     await client.submit(wf, "ctl-1", 1)
     assert (await client.pause("ctl-1", reason="hold", paused_by="me")).is_paused()
-    assert (await client.unpause("ctl-1")).status == "pending"
+    assert (await client.unpause("ctl-1")).status == "in_progress"
     with pytest.raises(SerializationError):
         await client.send_signal("ctl-1", "go", object())
     cancelled = await client.cancel("ctl-1", reason="stop", cancelled_by="me")
@@ -166,7 +166,7 @@ async def test_async_retry_from(durable_backend: Backend, run_worker: WorkerStar
     await client.submit(wf, "rf-1", 1)
     run_worker([wf])
     await wait_finished(client, "rf-1")
-    assert (await client.retry_from("rf-1", "total")).status == "pending"
+    assert (await client.retry_from("rf-1", "total")).status == "in_progress"
     await wait_finished(client, "rf-1")
     assert (await client.status("rf-1")).output == 6
     assert calls.items == ["fetch", "total", "total"]

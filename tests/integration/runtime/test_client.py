@@ -70,11 +70,11 @@ def test_submit_stores_a_pending_instance_that_a_worker_runs(
     calls = Calls()
     wf = three_steps(calls)
     submitted = client.submit(wf, "sub-1", 1)
-    assert submitted.status == "pending"
+    assert submitted.status == "in_progress"
     assert submitted.is_in_progress()
     assert submitted.instance_id == "sub-1"
     assert submitted.workflow_id == "three"
-    assert client.status("sub-1").status == "pending"
+    assert client.status("sub-1").status == "in_progress"
     assert calls.items == []
     assert client.get_task_result("sub-1", "a") is None
 
@@ -92,7 +92,7 @@ def test_submit_respects_the_conflict_policy(durable_backend: Backend) -> None:
     with pytest.raises(InstanceAlreadyExistsError):
         WorkflowClient(durable_backend).submit(wf, "dup", 2)
     existing = WorkflowClient(durable_backend, conflict_policy="use_existing").submit(wf, "dup", 3)
-    assert existing.status == "pending"
+    assert existing.status == "in_progress"
 
 
 def test_get_task_result(client: WorkflowClient, durable_backend: Backend) -> None:
@@ -142,9 +142,9 @@ def test_list_instances_filters_and_pages(client: WorkflowClient, durable_backen
     ]
     assert everything.next_cursor is None
 
-    pending = client.list_instances(status="pending")
+    pending = client.list_instances(status="in_progress")
     assert {s.instance_id for s in pending} == {"pending-0", "pending-1", "other-0"}
-    assert all(s.status == "pending" for s in pending)
+    assert all(s.status == "in_progress" for s in pending)
     completed_first = client.list_instances(status="completed", workflow_id="first")
     assert {s.instance_id for s in completed_first} == {"done-0", "done-1", "done-2"}
     assert [s.instance_id for s in client.list_instances(workflow_id="second")] == ["other-0"]
@@ -218,7 +218,7 @@ def test_retry_from_reruns_the_step_and_later_ones(
     assert calls.items == ["a", "b", "c"]
 
     status = client.retry_from("rf-1", "b")
-    assert status.status == "pending"
+    assert status.status == "in_progress"
     assert status.output is None
     assert client.get_task_result("rf-1", "a") == 2
     assert client.get_task_result("rf-1", "b") is None
@@ -242,7 +242,7 @@ def test_retry_from_the_failed_step(client: WorkflowClient, durable_backend: Bac
 
     broken[0] = False
     status = client.retry_from("rf-2", "b")
-    assert status.status == "pending"
+    assert status.status == "in_progress"
     assert status.error is None
     done = resume_workflow(wf, "rf-2", durable_backend)
     assert done.output == 19
@@ -280,7 +280,7 @@ def test_client_cancel_pause_unpause_return_statuses(
     wf = Flow("ctl").then(lambda x: x, name="first").delay("wait", 60).build()
     run_durable_workflow(wf, "ctl-1", 1, backend=durable_backend)
     assert client.pause("ctl-1", reason="hold", paused_by="me").is_paused()
-    assert client.unpause("ctl-1").status == "pending"
+    assert client.unpause("ctl-1").status == "in_progress"
     cancelled = client.cancel("ctl-1", reason="done with it", cancelled_by="me")
     assert cancelled.is_cancelled()
     assert cancelled.cancelled_by == "me"

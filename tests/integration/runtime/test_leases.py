@@ -21,7 +21,9 @@ from sayiir_core import (
     resume_workflow,
     run_durable_workflow,
 )
+from sayiir_core.runtime.loop_thread import LoopThread
 
+from .conftest import BackendFactory
 from .helpers import Calls, wait_until, wait_until_async
 
 
@@ -231,9 +233,14 @@ def test_terminate_existing_fences_out_the_replaced_run(durable_backend: Backend
 
 
 def test_a_zombie_workers_late_completion_is_refused(
-    durable_backend: Backend, handles: list[WorkerHandle]
+    open_backend: BackendFactory, handles: list[WorkerHandle]
 ) -> None:
-    """Worker A's loop freezes past its lease; B takes over; A's late result is dropped."""
+    """Worker A's loop freezes past its lease; B takes over; A's late result is dropped.
+
+    A runs on an event loop of its own (as a worker in another process would), so its
+    freeze stalls only A: B claims while A is frozen, whatever order the backend's I/O
+    completes in afterwards.
+    """
     calls = Calls()
     frozen = threading.Event()
     thawed = threading.Event()
@@ -249,22 +256,33 @@ def test_a_zombie_workers_late_completion_is_refused(
         return x * 100
 
     wf = Flow("zombie").then(charge).build()
-    client = WorkflowClient(durable_backend)
+    backend = open_backend()
+    client = WorkflowClient(backend)
     client.submit(wf, "z-1", 1)
-    # Not sharing steps: B, taking the instance over, queues its step, and only B may
-    # run it, so the history below tells B's run from A's.
-    zombie = Worker(
-        "a", durable_backend, poll_interval=0.02, claim_ttl=0.3, share_steps=False
-    ).start([wf])
-    handles.append(zombie)
-    assert frozen.wait(5)
-    handles.append(Worker("b", durable_backend, poll_interval=0.02, claim_ttl=0.3).start([wf]))
-    wait_until(lambda: client.status("z-1").is_finished(), what="worker b to finish")
-    # A wakes up and tries to write its stale result; stopping A waits for that attempt.
-    assert thawed.wait(5)
-    zombie.shutdown()
-    zombie.join(10)
-    assert not zombie.is_alive()
+    zombie_loop = LoopThread("zombie-loop")
+    zombie_backend = open_backend()  # a connection of A's own, on A's loop
+    stop_zombie = asyncio.Event()
+
+    async def run_zombie() -> None:
+        # Not sharing steps: B, taking the instance over, queues its step, and only B
+        # may run it, so the history below tells B's run from A's.
+        zombie = Worker("a", zombie_backend, poll_interval=0.02, claim_ttl=0.3, share_steps=False)
+        try:
+            await zombie.run([wf], stop=stop_zombie)
+        finally:
+            await zombie_backend.close()
+
+    try:
+        zombie_done = zombie_loop.submit(run_zombie())
+        assert frozen.wait(5)
+        handles.append(Worker("b", backend, poll_interval=0.02, claim_ttl=0.3).start([wf]))
+        wait_until(lambda: client.status("z-1").is_finished(), what="worker b to finish")
+        # A wakes up and tries to write its stale result; stopping A waits for that attempt.
+        assert thawed.wait(5)
+        zombie_loop.loop.call_soon_threadsafe(stop_zombie.set)
+        zombie_done.result(10)
+    finally:
+        zombie_loop.stop()
 
     assert client.status("z-1").output == 100
     assert client.get_task_result("z-1", "charge") == 100

@@ -14,7 +14,6 @@ from sayiir_core import (
     Flow,
     RetryPolicy,
     TaskTimeoutError,
-    Worker,
     Workflow,
     WorkflowClient,
     get_task_context,
@@ -22,9 +21,8 @@ from sayiir_core import (
     run_workflow,
     task,
 )
-from sayiir_core.runtime.executor import LocalExecutor
 
-from .helpers import Calls, wait_until
+from .helpers import Calls
 
 # Generous on purpose: the point is "about one second, not three".
 TIMEOUT_BOUND = 2.5
@@ -149,28 +147,3 @@ def test_timeout_is_not_retried_when_the_policy_excludes_it() -> None:
     with pytest.raises(TaskTimeoutError):
         run_workflow(Flow("picky").then(picky).build(), 1)
     assert len(calls.items) == 1
-
-
-def test_time_waiting_for_a_thread_does_not_count_against_the_timeout(
-    durable_backend: Backend,
-) -> None:
-    @task("work", timeout=0.5)
-    def work(x: int) -> int:
-        time.sleep(0.2)
-        return x
-
-    wf = Flow("pool").then(lambda n: list(range(n)), name="make").map(work).build()
-    client = WorkflowClient(durable_backend)
-    client.submit(wf, "pool-1", 6)
-    # Two threads for six items: the last two wait 0.4 s for a thread, then run 0.2 s.
-    executor = LocalExecutor(max_threads=2)
-    handle = Worker("w", durable_backend, poll_interval=0.02, executor=executor).start([wf])
-    try:
-        wait_until(lambda: client.status("pool-1").is_finished(), what="the map to finish")
-    finally:
-        handle.shutdown()
-        handle.join(10)
-        executor.close()
-    status = client.status("pool-1")
-    assert status.error is None
-    assert status.output == [0, 1, 2, 3, 4, 5]

@@ -37,28 +37,30 @@ def record_of(backend: Backend, instance_id: str) -> InstanceRecord:
 # -- fork and map concurrency ------------------------------------------------------------
 
 
-def sleeping_fork(seconds: float) -> Workflow:
+def meeting_fork() -> Workflow:
+    """Each branch waits for the other to start: the fork completes only if both run at once."""
+    started = {"left": asyncio.Event(), "right": asyncio.Event()}
+
+    async def meet(me: str, other: str) -> str:
+        started[me].set()
+        await asyncio.wait_for(started[other].wait(), timeout=5)  # fails the step if alone
+        return me
+
     async def left(x: int) -> str:
-        await asyncio.sleep(seconds)
-        return "left"
+        return await meet("left", "right")
 
     async def right(x: int) -> str:
-        await asyncio.sleep(seconds)
-        return "right"
+        return await meet("right", "left")
 
     return Flow("fork").fork().branch(left).branch(right).join(lambda j: j, name="join").build()
 
 
 def test_fork_branches_run_concurrently_in_memory() -> None:
-    started = time.monotonic()
-    assert run_workflow(sleeping_fork(0.3), 1) == {"left": "left", "right": "right"}
-    assert time.monotonic() - started < 0.55
+    assert run_workflow(meeting_fork(), 1) == {"left": "left", "right": "right"}
 
 
 def test_fork_branches_run_concurrently_durably(durable_backend: Backend) -> None:
-    started = time.monotonic()
-    status = run_durable_workflow(sleeping_fork(0.3), "fork-1", 1, backend=durable_backend)
-    assert time.monotonic() - started < 0.55
+    status = run_durable_workflow(meeting_fork(), "fork-1", 1, backend=durable_backend)
     assert status.output == {"left": "left", "right": "right"}
     client = WorkflowClient(durable_backend)
     assert client.get_task_result("fork-1", "left") == "left"
@@ -237,7 +239,7 @@ def test_graceful_shutdown_finishes_the_running_step_and_releases_the_claim(
 def test_shutdown_of_an_idle_worker_is_prompt(
     durable_backend: Backend, start_worker: HandleStarter
 ) -> None:
-    handle = start_worker("idle", [sleeping_fork(0.01)], poll_interval=5.0)
+    handle = start_worker("idle", [meeting_fork()], poll_interval=5.0)
     started = time.monotonic()
     handle.shutdown()
     handle.join(5)

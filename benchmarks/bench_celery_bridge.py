@@ -1,0 +1,142 @@
+"""S2 through ``sayiir_celery`` beside a plain Celery chain, on the same Celery workers.
+
+    python benchmarks/bench_celery_bridge.py [--workflows 200] [--repeats 2]
+
+Both rows run 200 chains of 10 trivial steps (``x + 1``) submitted at once, on one
+``celery worker --pool=prefork --concurrency=2`` process started by this script, Redis
+as broker (database 14, flushed at the end) and, for the bridge, PostgreSQL (a schema
+of the run's own, dropped at the end). Plain Celery is a ``chain`` waited for through
+the Redis result backend: not durable. The bridge checkpoints every step in
+PostgreSQL. The figure is steps/s from the first submit to the last result.
+
+This file is also the worker's app module (``celery -A bench_celery_bridge worker``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from celery import Celery, chain
+
+from sayiir_celery import SayiirCelery
+from sayiir_core import Flow, task
+from sayiir_core.backends.postgres import PostgresBackend
+
+HERE = Path(__file__).resolve().parent
+STEPS = 10
+REDIS_URL = os.environ.get("SAYIIR_BENCH_BRIDGE_REDIS", "redis://127.0.0.1:6379/14")
+PG_URL = os.environ.get("SAYIIR_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+SCHEMA = os.environ.get("SAYIIR_BENCH_BRIDGE_SCHEMA", "bench_celery_bridge")
+
+app = Celery("bench_bridge", broker=REDIS_URL, backend=REDIS_URL)
+app.conf.update(
+    worker_prefetch_multiplier=1,
+    accept_content=["json"],
+    task_serializer="json",
+    result_serializer="json",
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+
+
+@app.task(name="bench.plain_inc")
+def plain_inc(x: int) -> int:
+    return x + 1
+
+
+@task("inc")
+def inc(x: int) -> int:
+    return x + 1
+
+
+flow = Flow("bridge_chain")
+for n in range(STEPS):
+    flow = flow.then(inc, name=f"inc{n}")
+bridge_chain = flow.build()
+bridge = SayiirCelery(
+    app, backend=PostgresBackend(PG_URL, schema=SCHEMA, max_size=8), workflows=[bridge_chain]
+)
+
+
+def start_worker(log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SAYIIR_BENCH_BRIDGE_SCHEMA": SCHEMA}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "celery", "-A", "bench_celery_bridge", "worker"]
+    command += ["--pool=prefork", "--concurrency=2", "--loglevel=WARNING"]
+    command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    with log.open("wb") as out:
+        worker = subprocess.Popen(command, cwd=HERE, env=env, stdout=out, stderr=out)
+    deadline = time.monotonic() + 60
+    while not app.control.ping(timeout=0.5):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not start; see {log}")
+    return worker
+
+
+def plain_s2(count: int) -> float:
+    signature = chain(plain_inc.s(0), *(plain_inc.s() for _ in range(STEPS - 1)))
+    started = time.perf_counter()
+    results = [signature.apply_async() for _ in range(count)]
+    for result in results:
+        assert result.get(timeout=300, interval=0.001) == STEPS
+    return count * STEPS / (time.perf_counter() - started)
+
+
+def bridge_s2(count: int, tag: str) -> float:
+    ids = [f"{tag}-{n}" for n in range(count)]
+    started = time.perf_counter()
+    for instance_id in ids:
+        bridge.client.submit(bridge_chain, instance_id, 0)
+    for instance_id in ids:
+        assert bridge.client.result(instance_id, timeout=300) == STEPS
+    return count * STEPS / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workflows", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    log = Path(f"/tmp/bench-celery-bridge-{os.getpid()}.log")
+    worker = start_worker(log)
+    plain: list[float] = []
+    bridged: list[float] = []
+    try:
+        plain_s2(20)  # warm up both paths (pool processes, connections)
+        bridge_s2(20, f"warm-{secrets.token_hex(3)}")
+        for _ in range(args.repeats):
+            plain.append(plain_s2(args.workflows))
+            bridged.append(bridge_s2(args.workflows, f"run-{secrets.token_hex(3)}"))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        from sayiir_core.runtime.loop_thread import run_sync
+        from sayiir_core.testing.postgres import execute
+
+        bridge.client.close()
+        run_sync(bridge.backend.close())
+        run_sync(execute(PG_URL, f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE'))
+        app.backend.client.flushdb()
+        log.unlink(missing_ok=True)
+    mean_plain, mean_bridge = sum(plain) / len(plain), sum(bridged) / len(bridged)
+    print(f"S2: {args.workflows} chains of {STEPS} steps, 1 worker --pool=prefork -c 2")
+    print("| row | steps/s (mean) | runs |")
+    print("|---|---|---|")
+    print(f"| plain Celery chain, not durable | {mean_plain:,.0f} | {_runs(plain)} |")
+    print(f"| sayiir_celery bridge, durable | {mean_bridge:,.0f} | {_runs(bridged)} |")
+    print(f"bridge / plain: {mean_bridge / mean_plain:.2f}x")
+    return 0
+
+
+def _runs(values: list[float]) -> str:
+    return ", ".join(f"{value:,.0f}" for value in values)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The shop: orders, and the checkout workflow that handles each one."""

@@ -1,0 +1,53 @@
+"""Advancing instances whose steps run in other processes: the dispatch seam.
+
+An adapter that hands every step to another system (``sayiir_celery`` sends each one
+as a Celery message) drives its instances through a ``Dispatcher``. Nobody holds an
+instance while its steps run; three operations move it on, each under the instance's
+claim for a few round trips only:
+
+* **advance**: take the claim if nobody holds it, feed the machine the outcomes stored
+  since the last advance, commit, publish every step that became ready to the step
+  queue (``DispatchingExecutor``), park the instance (``waiting``, ``wake_at`` = when to
+  look again if nothing comes back), release the claim, and only then hand the new
+  tickets to ``send``: a step cannot finish before the advance that sent it let go.
+* **run_step** (on the receiving side): claim the named step (fenced: a duplicate
+  delivery, a withdrawn or finished step, a cancelled instance claim nothing), run it
+  with the local executor under a renewed lease, then advance with its outcome in hand.
+  When another advance holds the instance, the outcome is stored with ``finish_step``
+  and the holder picks it up: it looks for outcomes that arrived while it held the
+  claim after releasing, and advances again if it finds any. So a join fires once, in
+  exactly one advance.
+* **sweep**: claim the instances that are runnable without anyone to wake them
+  (submitted but never dispatched, a delay or retry back-off that came due, a signal,
+  an unpause, an advance that died, a re-dispatch check that came due) and advance
+  them, sending again the steps still outstanding: a lost message or a worker that
+  died mid-step is re-sent; a step still running under a live lease drops the copy.
+
+Framework-neutral: ``send`` is the only thing an adapter provides. The runner itself
+knows dispatching (an executor raises ``StepDispatched``, see ``runtime/runner.py``);
+this package adds the step queue around it: ``dispatcher`` (the three operations),
+``executor`` (``DispatchingExecutor``), ``outcomes`` (stored steps <-> outcomes).
+"""
+
+from __future__ import annotations
+
+from sayiir_core.runtime.dispatch.dispatcher import (
+    DISPATCH_PARK,
+    Dispatcher,
+    SendSteps,
+    StepRun,
+)
+from sayiir_core.runtime.dispatch.executor import DispatchingExecutor
+from sayiir_core.runtime.dispatch.outcomes import dispatched_steps, outcome_of
+from sayiir_core.runtime.executor import StepDispatched
+
+__all__ = [
+    "DISPATCH_PARK",
+    "Dispatcher",
+    "DispatchingExecutor",
+    "SendSteps",
+    "StepDispatched",
+    "StepRun",
+    "dispatched_steps",
+    "outcome_of",
+]

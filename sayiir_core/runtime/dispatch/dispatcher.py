@@ -1,0 +1,445 @@
+"""``Dispatcher``: advances instances whose steps run in other processes.
+
+See the package docstring (``sayiir_core.runtime.dispatch``) for the three operations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sayiir_core.backends.base import (
+    Backend,
+    BufferedSignal,
+    Claim,
+    ControlRequest,
+    InstanceRecord,
+    StepWrite,
+)
+from sayiir_core.backends.rules import has_live_claim
+from sayiir_core.backends.step_queue import ClaimedStep, StepQueue, StepRef, StepResult, StepTicket
+from sayiir_core.codec import DEFAULT_CODEC, Codec
+from sayiir_core.errors import LeaseLostError, PayloadTooLargeError
+from sayiir_core.machine import CancelRequested, Event, PauseRequested, Snapshot
+from sayiir_core.machine.state import ErrorInfo
+from sayiir_core.runtime.convert import snapshot_from
+from sayiir_core.runtime.dispatch.executor import DispatchingExecutor
+from sayiir_core.runtime.dispatch.outcomes import (
+    dispatched_in,
+    dispatched_steps,
+    outcome_of,
+    step_request,
+    step_result,
+)
+from sayiir_core.runtime.durable_runner import ClaimedSink, default_owner_id
+from sayiir_core.runtime.executor import Executor, TaskFailure, TaskOutcome
+from sayiir_core.runtime.runner import InstanceRunner, ParkPolicy
+from sayiir_core.status import Status
+from sayiir_core.workflow.workflow import Workflow
+
+logger = logging.getLogger("sayiir.dispatch")
+
+SendSteps = Callable[[Sequence[StepTicket], int], Awaitable[None]]
+"""Hands published steps to the system that runs them, with the claim token of the
+advance that sends them (for logs); raising means "not sent"."""
+
+# Nothing waits in process: delays, signal waits and every retry back-off park.
+DISPATCH_PARK = ParkPolicy(delays=True, signals=True, retries_longer_than=0.0)
+RENEW_AT_MOST_EVERY = 2.0
+# An advance that keeps finding new outcomes hands over to the next one after this many.
+_MAX_ROUNDS = 50
+
+
+class StepRun(StrEnum):
+    """What ``Dispatcher.run_step`` did with a message."""
+
+    RAN = "ran"
+    DROPPED = "dropped"  # already running, finished, withdrawn, or its instance finished
+    UNKNOWN = "unknown"  # a workflow or definition this process does not have
+    LOST = "lost"  # the step's lease was taken over while it ran; that run's outcome counts
+
+
+@dataclass(frozen=True, slots=True)
+class _OwnOutcome:
+    """An outcome this process ran and holds, with the step claim that fences it."""
+
+    ref: StepRef
+    token: int
+    outcome: TaskOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class _Round:
+    """How one advance under the claim went."""
+
+    lost: bool = False  # the claim was taken over: nothing after that was written
+    consumed: frozenset[StepRef] = frozenset()
+    look_again: bool = False  # outcomes arrived while the claim was held
+
+
+class Dispatcher:
+    """Advances instances whose steps run elsewhere; see the module docstring.
+
+    ``backend`` must offer the step queue (PostgreSQL, ``InMemoryBackend``); ``executor``
+    runs the steps this process receives (``run_step``); ``send`` hands new steps to
+    the system that delivers them. ``step_lease``: a running step's lease, renewed
+    while it runs; a worker that dies loses its steps after this long.
+    ``redispatch_after``: how long an instance waits for outstanding steps before the
+    sweeper sends them again (default: ``step_lease``). ``claim_ttl``: the lease of an
+    advance, which takes a few round trips.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        workflows: Iterable[Workflow],
+        send: SendSteps,
+        *,
+        executor: Executor,
+        codec: Codec = DEFAULT_CODEC,
+        owner_id: str | None = None,
+        step_lease: float = 60.0,
+        redispatch_after: float | None = None,
+        claim_ttl: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(backend, StepQueue):
+            raise TypeError(
+                f"{type(backend).__name__} has no step queue; dispatching steps to other "
+                "processes needs one (PostgresBackend, or InMemoryBackend in one process)"
+            )
+        if step_lease <= 0 or claim_ttl <= 0:
+            raise ValueError("step_lease and claim_ttl must be positive")
+        self.backend = backend
+        self._queue: StepQueue = backend
+        self.registry = {workflow.workflow_id: workflow for workflow in workflows}
+        self.definitions = {wf_id: wf.definition_hash for wf_id, wf in self.registry.items()}
+        self._send = send
+        self.executor = executor
+        self.codec = codec
+        self.owner_id = owner_id or default_owner_id()
+        self.step_lease = step_lease
+        self.redispatch_after = redispatch_after if redispatch_after is not None else step_lease
+        self.claim_ttl = claim_ttl
+        self._clock = clock
+        self._opened = False
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self.backend.open()
+            self._opened = True
+
+    # -- the receiving side ----------------------------------------------------------
+
+    async def run_step(self, ref: StepRef, workflow_id: str, definition_hash: str) -> StepRun:
+        """Run the step a message names, then move its instance on."""
+        await self.open()
+        workflow = self.registry.get(workflow_id)
+        if workflow is None or workflow.definition_hash != definition_hash:
+            logger.warning(
+                "[%s] step %r: workflow %r with definition %s is not registered here; "
+                "message dropped (the sweeper sends it again)",
+                ref.instance_id,
+                ref.step_key,
+                workflow_id,
+                definition_hash[:12],
+            )
+            return StepRun.UNKNOWN
+        claimed = await self._queue.claim_step(ref, self.owner_id, self.step_lease, self._clock())
+        if claimed is None:
+            logger.info(
+                "[%s] step %r attempt %d: message dropped (running elsewhere, finished, "
+                "withdrawn, or the instance is finished)",
+                ref.instance_id,
+                ref.step_key,
+                ref.attempt,
+            )
+            return StepRun.DROPPED
+        run = asyncio.ensure_future(self._execute(claimed, workflow))
+        # The lease is kept until the outcome is checkpointed or stored, not only while the
+        # function runs: an advance slowed down past the lease would otherwise let the
+        # sweeper's re-dispatch run the step a second time.
+        heartbeat = asyncio.ensure_future(self._keep_lease(claimed, run))
+        try:
+            outcome = await self._outcome(run, heartbeat, ref)
+            if outcome is None:
+                return StepRun.LOST
+            await self._advance(ref.instance_id, own=_OwnOutcome(ref, claimed.token, outcome))
+            return StepRun.RAN
+        finally:
+            heartbeat.cancel()
+            run.cancel()
+
+    async def _execute(self, claimed: ClaimedStep, workflow: Workflow) -> TaskOutcome:
+        request = step_request(claimed, workflow, self.codec)
+        if isinstance(request, TaskFailure):
+            return request
+        return await self.executor.execute(request)
+
+    async def _outcome(
+        self, run: asyncio.Future[TaskOutcome], heartbeat: asyncio.Future[bool], ref: StepRef
+    ) -> TaskOutcome | None:
+        """The step's outcome; ``None`` if its lease was lost while it ran."""
+        try:
+            return await run
+        except asyncio.CancelledError:
+            if heartbeat.done() and not heartbeat.cancelled() and heartbeat.result() is False:
+                logger.info("[%s] step %r: lease lost while running", ref.instance_id, ref)
+                return None
+            raise
+
+    async def _keep_lease(self, claimed: ClaimedStep, run: asyncio.Future[TaskOutcome]) -> bool:
+        """Renew the step lease; stop the step once it is lost (taken over, cancelled)."""
+        while True:
+            await asyncio.sleep(min(self.step_lease / 3, RENEW_AT_MOST_EVERY))
+            renewed: bool | None = None
+            with contextlib.suppress(Exception):  # storage unreachable: the next beat retries
+                renewed = await self._queue.renew_step(
+                    claimed.ticket.ref, claimed.token, self.step_lease, self._clock()
+                )
+            if renewed is False:
+                run.cancel()
+                return False
+
+    # -- advancing ---------------------------------------------------------------------
+
+    async def advance(self, instance_id: str) -> None:
+        """Move the instance on now if nobody holds it (after a submit, signal, unpause)."""
+        await self.open()
+        await self._advance(instance_id)
+
+    async def sweep(self, limit: int = 20) -> int:
+        """Advance up to ``limit`` instances nobody will wake; returns how many were claimed."""
+        await self.open()
+        claims = await self.backend.claim_next(
+            self.owner_id, self.definitions, self.claim_ttl, self._clock(), limit
+        )
+        results = await asyncio.gather(
+            *(
+                self._advance(claim.instance.record.instance_id, claim=claim, resend=True)
+                for claim in claims
+            ),
+            return_exceptions=True,
+        )
+        for claim, result in zip(claims, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.error(
+                    "[%s] sweep: advance failed; the instance is retried once its lease ends",
+                    claim.instance.record.instance_id,
+                    exc_info=result,
+                )
+        return len(claims)
+
+    async def _advance(
+        self,
+        instance_id: str,
+        *,
+        own: _OwnOutcome | None = None,
+        claim: Claim | None = None,
+        resend: bool = False,
+    ) -> None:
+        stored = own is None
+        for _ in range(_MAX_ROUNDS):
+            if claim is None:
+                record = await self.backend.get_record(instance_id)
+                if not self._can_take(record):
+                    if stored:
+                        return
+                    assert own is not None
+                    await self._store(own)
+                    stored = True
+                    # Look once more: if the holder released before the outcome was
+                    # stored it may not have seen it; if it still holds the claim, it
+                    # looks after releasing and finds it.
+                    continue
+                claim = await self.backend.claim(
+                    instance_id, self.owner_id, self.claim_ttl, self._clock()
+                )
+            done = await self._round(claim, None if stored else own, resend)
+            claim, resend = None, False
+            if not stored and own is not None and own.ref in done.consumed:
+                stored = True
+            if done.lost:
+                continue  # taken over: store our outcome (next pass) for the new holder
+            if not stored:
+                assert own is not None
+                await self._store(own)  # not asked for now (paused, say): keep it for later
+                stored = True
+            if not done.look_again:
+                return
+        logger.info(
+            "[%s] still busy after %d advances; the sweeper goes on", instance_id, _MAX_ROUNDS
+        )
+
+    def _can_take(self, record: InstanceRecord | None) -> bool:
+        if record is None or record.status.is_terminal:
+            return False
+        if has_live_claim(record, self._clock()):
+            return False
+        if record.status is Status.PAUSED and record.control_request is None:
+            return False  # held until unpaused
+        return self.definitions.get(record.workflow_id) == record.definition_hash
+
+    async def _store(self, own: _OwnOutcome) -> None:
+        result = step_result(own.outcome, self.owner_id)
+        try:
+            stored = await self._queue.finish_step(own.ref, own.token, result)
+        except PayloadTooLargeError as error:
+            info = ErrorInfo("PayloadTooLargeError", str(error), own.ref.step_key, "serialization")
+            too_large = StepResult(self.owner_id, result.started_at, result.finished_at, error=info)
+            stored = await self._queue.finish_step(own.ref, own.token, too_large)
+        if not stored:
+            logger.info(
+                "[%s] step %r: taken over or withdrawn meanwhile; outcome discarded",
+                own.ref.instance_id,
+                own.ref.step_key,
+            )
+
+    async def _round(self, claim: Claim, own: _OwnOutcome | None, resend: bool) -> _Round:
+        """One advance under ``claim``: feed outcomes, commit, publish, park, release, send."""
+        record = claim.instance.record
+        instance_id = record.instance_id
+        workflow = self.registry[record.workflow_id]
+        before = dispatched_steps(record)
+        known: dict[StepRef, TaskOutcome] = {}
+        if own is not None:
+            known[own.ref] = own.outcome
+        others = [
+            StepRef(instance_id, key, attempt)
+            for key, attempt in before.items()
+            if own is None or key != own.ref.step_key
+        ]
+        if others:
+            for ref, result in (await self._queue.step_results(others)).items():
+                known[ref] = outcome_of(result, self.codec)
+        executor = DispatchingExecutor(
+            self._queue,
+            record.definition_hash,
+            codec=self.codec,
+            known=known,
+            outstanding=before,
+            resend=resend,
+            check_at=self._clock() + self.redispatch_after,
+            clock=self._clock,
+        )
+        sink = _TrackingSink(ClaimedSink(self.backend, instance_id, claim.token, None))
+        runner = InstanceRunner(
+            workflow,
+            instance_id,
+            _resumed(snapshot_from(claim.instance, self.codec), record, before),
+            executor=executor,
+            codec=self.codec,
+            sink=sink,
+            park=DISPATCH_PARK,
+            worker_id=self.owner_id,
+            clock=self._clock,
+        )
+        try:
+            await runner.run(_control_event(record))
+            if not sink.released:
+                await sink.write(_release(sink.last_write, record, self._clock()))
+        except LeaseLostError:
+            logger.info("[%s] advance: claim taken over; leaving it to the new holder", instance_id)
+            return _Round(lost=True, consumed=frozenset(executor.consumed))
+        await self._send_steps(instance_id, executor.to_send, claim.token)
+        consumed = frozenset(executor.consumed)
+        final = sink.last_write
+        if final is None or final.status.is_terminal:
+            return _Round(consumed=consumed)
+        # Steps dispatched before this advance may have finished while it held the claim;
+        # their workers saw the claim and left the outcome for this advance to find.
+        after = dispatched_in(final.control)
+        waiting = [
+            StepRef(instance_id, key, attempt)
+            for key, attempt in before.items()
+            if after.get(key) == attempt and StepRef(instance_id, key, attempt) not in consumed
+        ]
+        arrived = bool(waiting) and bool(await self._queue.step_results(waiting))
+        return _Round(consumed=consumed, look_again=arrived)
+
+    async def _send_steps(
+        self, instance_id: str, tickets: Sequence[StepTicket], token: int
+    ) -> None:
+        if not tickets:
+            return
+        try:
+            await self._send(tickets, token)
+        except Exception:
+            logger.warning(
+                "[%s] could not send %d step(s); they are sent again in %.0f s",
+                instance_id,
+                len(tickets),
+                self.redispatch_after,
+                exc_info=True,
+            )
+
+
+class _TrackingSink:
+    """A ``ClaimedSink`` that also knows whether the claim has been given up."""
+
+    def __init__(self, sink: ClaimedSink) -> None:
+        self._sink = sink
+        self.released = False
+        self.last_write: StepWrite | None = None
+
+    async def write(self, write: StepWrite) -> ControlRequest | None:
+        request = await self._sink.write(write)
+        self.last_write = write
+        self.released = self.released or write.release or write.status.is_terminal
+        return request
+
+    async def next_signal(self, name: str) -> BufferedSignal | None:
+        return await self._sink.next_signal(name)
+
+    async def pending_control(self) -> ControlRequest | None:
+        return await self._sink.pending_control()
+
+
+def _control_event(record: InstanceRecord) -> Event | None:
+    if record.control_request is ControlRequest.CANCEL:
+        return CancelRequested()
+    if record.control_request is ControlRequest.PAUSE:
+        return PauseRequested()
+    return None
+
+
+def _resumed(snapshot: Snapshot, record: InstanceRecord, before: Mapping[str, int]) -> Snapshot:
+    """The snapshot to advance from: ``running`` when parked only on dispatched steps.
+
+    Such an instance is ``waiting`` merely because nobody holds it (see ``_release`` in
+    the runner); the machine would flip it back to ``running`` at once, since the steps
+    still out are on its frontier, and the runner would spend a commit on that flip
+    alone. Starting from ``running`` saves that round trip; every other write is the same.
+    """
+    if before and record.status is Status.WAITING and record.control_request is None:
+        return dataclasses.replace(snapshot, status=Status.RUNNING)
+    return snapshot
+
+
+def _release(last: StepWrite | None, record: InstanceRecord, now: float) -> StepWrite:
+    """Give the claim up, leaving the instance as its last write (or the claim) left it."""
+    if last is not None:
+        return StepWrite(
+            status=last.status,
+            control=last.control,
+            now=now,
+            output=last.output,
+            error=last.error,
+            wake_at=last.wake_at,
+            release=True,
+        )
+    return StepWrite(
+        status=record.status,
+        control=record.control,
+        now=now,
+        output=record.output,
+        error=record.error,
+        wake_at=record.wake_at,
+        release=True,
+    )

@@ -1,0 +1,341 @@
+"""``DurableRunner``: runs instances in this process, checkpointing every step.
+
+``run_durable_workflow``, ``resume_workflow`` and ``Worker`` run instances through it,
+and so can an adapter that claims instances itself: ``run_claimed`` runs one claimed
+instance until it finishes or parks, keeping its lease alive meanwhile. Submitting and
+controlling instances is ``InstanceControl``'s part; a runner holds one as ``control``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sayiir_core.backends.base import (
+    Backend,
+    BufferedSignal,
+    Claim,
+    ConflictPolicy,
+    ControlRequest,
+    HistoryEvent,
+    InstanceRecord,
+    StepWrite,
+)
+from sayiir_core.backends.rules import committed_record
+from sayiir_core.codec import DEFAULT_CODEC, Codec
+from sayiir_core.errors import DefinitionMismatchError, LeaseLostError
+from sayiir_core.machine import CancelRequested, Event, PauseRequested, Snapshot, start
+from sayiir_core.runtime.control import InstanceControl, refuse_another_workflow
+from sayiir_core.runtime.convert import snapshot_from, status_from
+from sayiir_core.runtime.executor import Executor
+from sayiir_core.runtime.history import EventListener
+from sayiir_core.runtime.runner import DURABLE_RUN, InstanceRunner, ParkPolicy
+from sayiir_core.status import Status, WorkflowStatus
+from sayiir_core.workflow.require import require_workflow
+from sayiir_core.workflow.workflow import Workflow
+
+DEFAULT_LEASE_TTL = 60.0
+
+logger = logging.getLogger("sayiir.engine")
+
+
+def default_owner_id() -> str:
+    """A process-unique claim owner: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class DurableRunner:
+    """Runs instances here under a claim, with a checkpoint after every step.
+
+    ``executor`` runs the steps (the caller owns it and closes it); ``owner_id`` names
+    this runner in claims and history; ``lease_ttl`` is the claim's lease, renewed every
+    ``lease_ttl / 3`` while an instance runs. ``on_event(instance_id, event)`` is called
+    after each history event is written. The backend is opened on first use (again in
+    a forked process) and never closed here.
+
+    Example (an adapter running an instance it claimed itself)::
+
+        runner = DurableRunner(backend, executor=LocalExecutor(), owner_id="node-1")
+        status = await runner.run_claimed(workflow, claim, ParkPolicy(True, True))
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        executor: Executor,
+        codec: Codec = DEFAULT_CODEC,
+        conflict_policy: str | ConflictPolicy | None = None,
+        owner_id: str | None = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        clock: Callable[[], float] = time.time,
+        on_event: EventListener | None = None,
+    ) -> None:
+        self.control = InstanceControl(
+            backend, codec=codec, conflict_policy=conflict_policy, clock=clock
+        )
+        self.backend = backend
+        self.codec = codec
+        self.executor = executor
+        self.owner_id = owner_id or default_owner_id()
+        self.lease_ttl = lease_ttl
+        self.on_event = on_event
+        self._clock = clock
+
+    async def open(self) -> None:
+        """Open the backend once per process."""
+        await self.control.open()
+
+    async def run(
+        self,
+        workflow: Workflow,
+        instance_id: str,
+        input_value: Any,
+        *,
+        conflict_policy: str | ConflictPolicy | None = None,
+    ) -> WorkflowStatus:
+        """Create the instance and run it here until it finishes or parks."""
+        require_workflow(workflow, "run()")
+        await self.open()
+        new = self.control.new_instance(
+            workflow,
+            instance_id,
+            input_value,
+            self._clock(),
+            owner=self.owner_id,
+            lease_ttl=self.lease_ttl,
+        )
+        record, created = await self.backend.create(new, self.control.policy(conflict_policy))
+        if not created:
+            refuse_another_workflow(record, workflow)
+            return status_from(record, self.codec)
+        snapshot = start(self.codec.decode(record.input))
+        return await self._run_owned(workflow, record, snapshot, record.claim_token, None)
+
+    async def resume(
+        self, workflow: Workflow, instance_id: str, *, allow_definition_change: bool = False
+    ) -> WorkflowStatus:
+        """Take the instance over (whoever held it) and continue from its last checkpoint."""
+        require_workflow(workflow, "resume()")
+        await self.open()
+        record = await self.control.require(instance_id)
+        check_definition(workflow, record, allow_definition_change)
+        if record.status.is_terminal or (
+            record.status is Status.PAUSED and record.control_request is None
+        ):
+            return status_from(record, self.codec)
+        claim = await self.backend.claim(instance_id, self.owner_id, self.lease_ttl, self._clock())
+        if record.definition_hash != workflow.definition_hash:
+            await self._rebind(claim, workflow)
+        return await self.run_claimed(workflow, claim, DURABLE_RUN)
+
+    async def release(self, instance_id: str, token: int) -> None:
+        """Give up claim ``token`` on the instance, leaving its state as last written."""
+        record = await self.backend.get_record(instance_id)
+        if record is None or record.owner is None or record.claim_token != token:
+            return  # already released, or someone else holds it now
+        await self.backend.commit(instance_id, token, _rewrite(record, self._clock(), release=True))
+
+    async def run_claimed(
+        self,
+        workflow: Workflow,
+        claim: Claim,
+        park: ParkPolicy = DURABLE_RUN,
+        *,
+        stop: asyncio.Event | None = None,
+    ) -> WorkflowStatus:
+        """Run an instance this owner has just claimed, until it finishes or parks.
+
+        ``park`` says when to stop and leave the instance for later (a delay, a signal
+        wait, a long retry back-off); ``stop``, once set, lets the running steps finish
+        and checkpoint, then releases the claim. Raises ``LeaseLostError`` if another
+        owner took the lease over meanwhile (the instance is then theirs).
+        """
+        await self.open()
+        record = claim.instance.record
+        snapshot = snapshot_from(claim.instance, self.codec)
+        first: Event | None = None
+        if record.control_request is ControlRequest.CANCEL:
+            first = CancelRequested()
+        elif record.control_request is ControlRequest.PAUSE:
+            first = PauseRequested()
+        return await self._run_owned(
+            workflow, record, snapshot, claim.token, first, park=park, stop=stop
+        )
+
+    async def _rebind(self, claim: Claim, workflow: Workflow) -> None:
+        """Record that the instance now runs under ``workflow``'s definition."""
+        record = claim.instance.record
+        now = self._clock()
+        change = {"from": record.definition_hash, "to": workflow.definition_hash}
+        await self.backend.commit(
+            record.instance_id,
+            claim.token,
+            _rewrite(
+                record,
+                now,
+                events=[HistoryEvent("definition_changed", now, detail=change)],
+                definition_hash=workflow.definition_hash,
+            ),
+        )
+
+    async def _run_owned(
+        self,
+        workflow: Workflow,
+        record: InstanceRecord,
+        snapshot: Snapshot,
+        token: int,
+        first: Event | None,
+        *,
+        park: ParkPolicy = DURABLE_RUN,
+        stop: asyncio.Event | None = None,
+    ) -> WorkflowStatus:
+        """Run until the instance finishes or parks; ``record`` is it as claimed."""
+        instance_id = record.instance_id
+        while True:
+            sink = ClaimedSink(self.backend, instance_id, token, self.on_event)
+            runner = InstanceRunner(
+                workflow,
+                instance_id,
+                snapshot,
+                executor=self.executor,
+                codec=self.codec,
+                sink=sink,
+                park=park,
+                worker_id=self.owner_id,
+                clock=self._clock,
+                stop=stop,
+            )
+            await self._run_with_heartbeat(runner, first, instance_id, token, sink)
+            if not await self._should_go_on(instance_id, runner):
+                break
+            # A signal arrived while the instance parked, or an unpause while its pause
+            # settled: take it back and go on.
+            claim = await self.backend.claim(
+                instance_id, self.owner_id, self.lease_ttl, self._clock()
+            )
+            snapshot, token, first = snapshot_from(claim.instance, self.codec), claim.token, None
+            record = claim.instance.record
+        final = sink.last_write
+        if final is not None and final.status in (Status.COMPLETED, Status.FAILED):
+            # Finished by its own last write, nothing anyone else set: no need to read
+            # the record back (cancelled ones carry the canceller's reason, so they do).
+            return status_from(committed_record(record, final), self.codec)
+        return status_from(await self.control.require(instance_id), self.codec)
+
+    async def _run_with_heartbeat(
+        self,
+        runner: InstanceRunner,
+        first: Event | None,
+        instance_id: str,
+        token: int,
+        sink: ClaimedSink,
+    ) -> None:
+        run = asyncio.ensure_future(runner.run(first))
+        heartbeat = asyncio.create_task(self._heartbeat(instance_id, token, run, sink))
+        try:
+            await run
+        except asyncio.CancelledError:
+            if sink.lost:
+                raise LeaseLostError(
+                    f"instance {instance_id!r}: lease lost to another owner; stopped"
+                ) from None
+            raise
+        finally:
+            heartbeat.cancel()
+            run.cancel()
+
+    async def _should_go_on(self, instance_id: str, runner: InstanceRunner) -> bool:
+        if runner.snapshot.status is Status.PAUSED:
+            record = await self.backend.get_record(instance_id)
+            return record is not None and record.status is Status.PENDING
+        if runner.snapshot.status is not Status.AWAITING_SIGNAL:
+            return False
+        for name in runner.awaited_signals:
+            if await self.backend.next_signal(instance_id, name) is not None:
+                return True
+        return False
+
+    async def _heartbeat(
+        self, instance_id: str, token: int, run: asyncio.Future[Snapshot], sink: ClaimedSink
+    ) -> None:
+        interval = self.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                renewed = await self.backend.renew(
+                    instance_id, token, self.lease_ttl, self._clock()
+                )
+            except Exception:
+                # The database is unreachable for now: try again at the next beat; the
+                # lease still has two beats to run before anyone may take it over.
+                logger.warning("instance %r: lease renewal failed; retrying", instance_id)
+                continue
+            if not renewed:
+                sink.lost = True
+                run.cancel()
+                return
+
+
+def check_definition(workflow: Workflow, record: InstanceRecord, allow_change: bool) -> None:
+    """``DefinitionMismatchError`` unless ``record`` was started by ``workflow`` as built now."""
+    if record.workflow_id != workflow.workflow_id:
+        raise DefinitionMismatchError(
+            f"instance {record.instance_id!r} belongs to workflow {record.workflow_id!r}, "
+            f"not {workflow.workflow_id!r}"
+        )
+    if record.definition_hash != workflow.definition_hash and not allow_change:
+        raise DefinitionMismatchError(
+            f"instance {record.instance_id!r} was started by another definition of workflow "
+            f"{workflow.workflow_id!r} (hash {record.definition_hash[:12]}, this one "
+            f"{workflow.definition_hash[:12]}); its structure, step ids, timeouts, retries "
+            "or versions changed. Pass allow_definition_change=True to resume it anyway."
+        )
+
+
+def _rewrite(record: InstanceRecord, now: float, **changes: Any) -> StepWrite:
+    """A write that keeps the instance as it is, plus ``changes`` (release, rebind...)."""
+    return StepWrite(
+        status=record.status,
+        control=record.control,
+        now=now,
+        output=record.output,
+        error=record.error,
+        wake_at=record.wake_at,
+        **changes,
+    )
+
+
+class ClaimedSink:
+    """Writes steps under a claim token; knows whether the claim was released or lost."""
+
+    def __init__(
+        self, backend: Backend, instance_id: str, token: int, on_event: EventListener | None
+    ) -> None:
+        self._backend = backend
+        self._instance_id = instance_id
+        self._token = token
+        self._on_event = on_event
+        self.lost = False
+        self.last_write: StepWrite | None = None
+
+    async def write(self, write: StepWrite) -> ControlRequest | None:
+        request = await self._backend.commit(self._instance_id, self._token, write)
+        self.last_write = write
+        if self._on_event is not None:
+            for event in write.events:
+                self._on_event(self._instance_id, event)
+        return request
+
+    async def next_signal(self, name: str) -> BufferedSignal | None:
+        return await self._backend.next_signal(self._instance_id, name)
+
+    async def pending_control(self) -> ControlRequest | None:
+        record = await self._backend.get_record(self._instance_id)
+        return record.control_request if record is not None else None

@@ -1,0 +1,16 @@
+"""``BackendSuite``: the whole backend contract in one class."""
+
+from __future__ import annotations
+
+from sayiir_core.testing.backend_contract import BackendContract
+from sayiir_core.testing.finish_watch_contract import FinishWatchContract
+from sayiir_core.testing.step_queue_contract import StepQueueContract
+
+
+class BackendSuite(BackendContract, StepQueueContract, FinishWatchContract):
+    """``BackendContract`` + ``StepQueueContract`` + ``FinishWatchContract``.
+
+    The step-queue tests skip, with the reason, for a backend that does not implement
+    ``StepQueue`` (the queue is optional: workers on such a backend run every step of
+    an instance themselves).
+    """

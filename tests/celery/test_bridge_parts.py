@@ -1,0 +1,138 @@
+"""The bridge's pure parts: the message format, routing and the configuration check."""
+
+from __future__ import annotations
+
+import pytest
+from celery import Celery
+
+from sayiir_celery import CeleryConfigError, MessageError, Route, SayiirCelery, StepMessage
+from sayiir_celery.config_check import check_config
+from sayiir_celery.routing import Router, celery_priority
+from sayiir_core import Flow, InMemoryBackend, task
+
+
+@task("fetch", tags=["io"], timeout=120, priority=1)
+def fetch(x: int) -> int:
+    return x
+
+
+@task("crunch", tags=["cpu", "io"])
+def crunch(x: int) -> int:
+    return x
+
+
+@task("charge")
+def charge(x: int) -> int:
+    return x
+
+
+FLOW = Flow("parts").then(fetch).then(crunch).then(charge).build()
+
+
+def test_a_message_reads_back_what_it_wrote() -> None:
+    message = StepMessage("order-7", "charge", 2, "checkout", "abc123", 5)
+    assert StepMessage.from_json(message.to_json()) == message
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ([1, 2], "JSON object"),
+        ({"v": 99}, "version 99"),
+        ({"v": 1, "instance": "i", "step": "s", "attempt": 1, "workflow": "w"}, "definition"),
+        (
+            {"v": 1, "instance": "", "step": "s", "attempt": 1, "workflow": "w", "definition": "h"},
+            "empty",
+        ),
+        (
+            {
+                "v": 1,
+                "instance": "i",
+                "step": "s",
+                "attempt": -1,
+                "workflow": "w",
+                "definition": "",
+            },
+            "integers",
+        ),
+    ],
+)
+def test_a_bad_message_says_what_is_wrong(body: object, complaint: str) -> None:
+    with pytest.raises(MessageError, match=complaint):
+        StepMessage.from_json(body)
+
+
+def test_routes_by_task_then_tag_then_default() -> None:
+    router = Router(
+        queues_by_tag={"cpu": "cpu", "io": Route("io", routing_key="io.fast")},
+        queues_by_task={"charge": Route("payments", priority=9)},
+        default_queue="default",
+        transport="redis",
+    )
+    tasks = FLOW.tasks
+    assert router.options(tasks["fetch"]) == {
+        "queue": "io",
+        "routing_key": "io.fast",
+        "priority": 0,
+    }
+    assert router.options(tasks["crunch"]) == {"queue": "cpu", "routing_key": "cpu"}
+    assert router.options(tasks["charge"]) == {
+        "queue": "payments",
+        "routing_key": "payments",
+        "priority": 9,
+    }
+    assert router.queues == {"cpu", "io", "payments", "default"}
+    assert Router().options(tasks["charge"]) == {}
+
+
+def test_priorities_follow_the_brokers_order() -> None:
+    assert [celery_priority(p, "redis") for p in (1, 3, 5)] == [0, 4, 8]
+    assert [celery_priority(p, "amqp") for p in (1, 3, 5)] == [5, 3, 1]
+
+
+def test_a_route_needs_a_queue() -> None:
+    with pytest.raises(ValueError, match="queue name"):
+        Route("")
+    with pytest.raises(TypeError, match="queues_by_tag"):
+        Router(queues_by_tag={"io": 3})  # type: ignore[dict-item]
+
+
+def test_the_config_check_names_each_setting_and_its_fix() -> None:
+    app = Celery("check", broker="redis://127.0.0.1:6379/11", set_as_current=False)
+    app.conf.update(
+        accept_content=["pickle"],
+        broker_transport_options={"visibility_timeout": 60},
+        task_always_eager=True,
+    )
+    bridge = SayiirCelery(app, backend=InMemoryBackend(), workflows=[FLOW])
+    problems = {problem.setting: problem for problem in bridge.config_problems("gevent")}
+    assert set(problems) == {
+        "task_always_eager",
+        "accept_content",
+        "worker_prefetch_multiplier",
+        "broker_transport_options['visibility_timeout']",
+        "worker pool",
+    }
+    assert problems["worker_prefetch_multiplier"].fix == ("app.conf.worker_prefetch_multiplier = 1")
+    assert (
+        "'visibility_timeout': 240"
+        in problems["broker_transport_options['visibility_timeout']"].fix
+    )
+    error = CeleryConfigError(list(problems.values()))
+    assert "accept_content = ['pickle', 'json']" in str(error)
+
+
+def test_a_good_config_has_no_problems() -> None:
+    app = Celery("good", broker="amqp://guest@127.0.0.1//", set_as_current=False)
+    app.conf.update(worker_prefetch_multiplier=1)
+    bridge = SayiirCelery(app, backend=InMemoryBackend(), workflows=[FLOW])
+    assert check_config(app, "sayiir_celery.run_step", [FLOW], pool="prefork") == []
+    assert bridge.app.tasks["sayiir_celery.run_step"].acks_late
+
+
+def test_the_bridge_refuses_a_backend_without_step_queue(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sayiir_core import SqliteBackend
+
+    app = Celery("sqlite", broker="redis://127.0.0.1:6379/11", set_as_current=False)
+    with pytest.raises(TypeError, match="step queue"):
+        SayiirCelery(app, backend=SqliteBackend(str(tmp_path / "x.db")), workflows=[FLOW])

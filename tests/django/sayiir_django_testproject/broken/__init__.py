@@ -1,0 +1,1 @@
+"""An app whose workflows.py fails to import (installed only by the system-check tests)."""
