@@ -9,41 +9,22 @@ are copied into ``docs/integrations/img/`` for the docs.
 
 from __future__ import annotations
 
-import base64
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from headless_chromium import chromium, shot
 from pytest_django.live_server_helper import LiveServer
 from sayiir_django_testproject.shop.workflows import approval, checkout, doubling
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from sayiir_core import run_durable_workflow
-from sayiir_core.testing.postgres import service_unavailable
 from sayiir_django import get_client
 from sayiir_django.backend import DjangoBackend
 from sayiir_django.models import WorkflowInstance
-
-DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "integrations" / "img"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--window-size=1680,900",
-    "--hide-scrollbars",
-]
 
 pytestmark = [
     pytest.mark.slow,
@@ -54,38 +35,8 @@ pytestmark = [
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    if chromium is None or driver_path is None:
-        service_unavailable(
-            "Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
-        )
-    profile = tempfile.mkdtemp(prefix="sayiir-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in [*FLAGS, f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium("1680,900") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def shot(driver: webdriver.Chrome, directory: Path, name: str) -> None:
-    """The whole page as a PNG (Chromium's DevTools protocol can go past the window)."""
-    path = directory / name
-    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-    image = driver.execute_cdp_cmd(
-        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
-    )
-    path.write_bytes(base64.b64decode(image["data"]))
-    if os.environ.get("SAYIIR_UPDATE_SCREENSHOTS") == "1":
-        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, DOCS_IMAGES / name)
 
 
 def some_instances() -> None:

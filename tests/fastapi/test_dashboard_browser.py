@@ -8,36 +8,16 @@ copied into ``docs/integrations/img/`` for the docs.
 
 from __future__ import annotations
 
-import base64
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from headless_chromium import chromium, shot
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-
-from sayiir_core.testing.postgres import service_unavailable
-
-DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "integrations" / "img"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--window-size=1360,980",
-    "--hide-scrollbars",
-]
 
 COUNTS = (
     "return [...document.querySelectorAll('.count')]"
@@ -57,38 +37,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    if chromium is None or driver_path is None:
-        service_unavailable(
-            "Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
-        )
-    profile = tempfile.mkdtemp(prefix="sayiir-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in [*FLAGS, f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium("1360,980") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def shot(driver: webdriver.Chrome, directory: Path, name: str) -> None:
-    path = directory / name
-    # The whole page, not just the window (Chromium's DevTools protocol can).
-    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-    image = driver.execute_cdp_cmd(
-        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
-    )
-    path.write_bytes(base64.b64decode(image["data"]))
-    if os.environ.get("SAYIIR_UPDATE_SCREENSHOTS") == "1":
-        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, DOCS_IMAGES / name)
 
 
 def submit(url: str, workflow: str, instance_id: str, value: Any) -> None:
