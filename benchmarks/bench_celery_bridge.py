@@ -1,13 +1,19 @@
 """S2 through ``sayiir_celery`` beside a plain Celery chain, on the same Celery workers.
 
-    python benchmarks/bench_celery_bridge.py [--workflows 200] [--repeats 2]
+    python benchmarks/bench_celery_bridge.py [--workflows 200] [--repeats 2] [--short]
 
 Both rows run 200 chains of 10 trivial steps (``x + 1``) submitted at once, on one
 ``celery worker --pool=prefork --concurrency=2`` process started by this script, Redis
-as broker (database 14, flushed at the end) and, for the bridge, PostgreSQL (a schema
+as broker (database 14, flushed at the end) and, for the bridge, PostgreSQL (a database
 of the run's own, dropped at the end). Plain Celery is a ``chain`` waited for through
 the Redis result backend: not durable. The bridge checkpoints every step in
 PostgreSQL. The figure is steps/s from the first submit to the last result.
+
+Beside it, PostgreSQL transactions per bridged step (``pg_stat_database.xact_commit``
+of the run's database, so every process counts, the sweeper included): a count that
+does not depend on the machine's load. Every bridge write is one autocommit
+statement, so it is also the round trips of writes and reads per step.
+``--short`` (20 chains, one repeat) proves the script works on a busy machine.
 
 This file is also the worker's app module (``celery -A bench_celery_bridge worker``).
 """
@@ -27,11 +33,17 @@ from celery import Celery, chain
 from sayiir_celery import SayiirCelery
 from sayiir_core import Flow, task
 from sayiir_core.backends.postgres import PostgresBackend
+from sayiir_core.runtime.loop_thread import run_sync
+from sayiir_core.testing.postgres import execute, with_database
 
 HERE = Path(__file__).resolve().parent
 STEPS = 10
 REDIS_URL = os.environ.get("SAYIIR_BENCH_BRIDGE_REDIS", "redis://127.0.0.1:6379/14")
-PG_URL = os.environ.get("SAYIIR_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+SERVER_URL = os.environ.get("SAYIIR_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# The run's own database, so that its transaction count is the bridge's alone; set in
+# the environment here so the worker this script starts uses the same one.
+DATABASE = os.environ.setdefault("SAYIIR_BENCH_BRIDGE_DB", f"bench_bridge_{secrets.token_hex(3)}")
+PG_URL = with_database(SERVER_URL, DATABASE)
 SCHEMA = os.environ.get("SAYIIR_BENCH_BRIDGE_SCHEMA", "bench_celery_bridge")
 
 app = Celery("bench_bridge", broker=REDIS_URL, backend=REDIS_URL)
@@ -88,42 +100,71 @@ def plain_s2(count: int) -> float:
     return count * STEPS / (time.perf_counter() - started)
 
 
-def bridge_s2(count: int, tag: str) -> float:
+def bridge_s2(count: int, tag: str) -> tuple[float, float]:
+    """Steps/s, and PostgreSQL transactions per step."""
     ids = [f"{tag}-{n}" for n in range(count)]
+    before = _transactions()
     started = time.perf_counter()
     for instance_id in ids:
         bridge.client.submit(bridge_chain, instance_id, 0)
     for instance_id in ids:
         assert bridge.client.result(instance_id, timeout=300) == STEPS
-    return count * STEPS / (time.perf_counter() - started)
+    rate = count * STEPS / (time.perf_counter() - started)
+    return rate, (_transactions() - before) / (count * STEPS)
+
+
+def _transactions() -> int:
+    """Transactions committed in the run's database so far (statistics are flushed by
+    each process about once a second: wait for them to settle)."""
+    import asyncpg
+
+    async def read() -> int:
+        connection = await asyncpg.connect(SERVER_URL)
+        try:
+            count: int = await connection.fetchval(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", DATABASE
+            )
+            return count
+        finally:
+            await connection.close()
+
+    time.sleep(1.5)
+    return run_sync(read())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--short", action="store_true", help="20 chains, one repeat")
     args = parser.parse_args()
+    if args.short:
+        args.workflows, args.repeats = 20, 1
+    run_sync(execute(SERVER_URL, f'CREATE DATABASE "{DATABASE}"'))
     log = Path(f"/tmp/bench-celery-bridge-{os.getpid()}.log")
-    worker = start_worker(log)
     plain: list[float] = []
     bridged: list[float] = []
+    per_step: list[float] = []
     try:
-        plain_s2(20)  # warm up both paths (pool processes, connections)
-        bridge_s2(20, f"warm-{secrets.token_hex(3)}")
-        for _ in range(args.repeats):
-            plain.append(plain_s2(args.workflows))
-            bridged.append(bridge_s2(args.workflows, f"run-{secrets.token_hex(3)}"))
+        worker = start_worker(log)
+        try:
+            plain_s2(20)  # warm up both paths (pool processes, connections)
+            bridge_s2(20, f"warm-{secrets.token_hex(3)}")
+            for _ in range(args.repeats):
+                plain.append(plain_s2(args.workflows))
+                rate, transactions = bridge_s2(args.workflows, f"run-{secrets.token_hex(3)}")
+                bridged.append(rate)
+                per_step.append(transactions)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+            bridge.client.close()
+            run_sync(bridge.backend.close())
+            app.backend.client.flushdb()
+            log.unlink(missing_ok=True)
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-        from sayiir_core.runtime.loop_thread import run_sync
-        from sayiir_core.testing.postgres import execute
-
-        bridge.client.close()
-        run_sync(bridge.backend.close())
-        run_sync(execute(PG_URL, f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE'))
-        app.backend.client.flushdb()
-        log.unlink(missing_ok=True)
+        drop = f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'
+        run_sync(execute(SERVER_URL, drop))
     mean_plain, mean_bridge = sum(plain) / len(plain), sum(bridged) / len(bridged)
     print(f"S2: {args.workflows} chains of {STEPS} steps, 1 worker --pool=prefork -c 2")
     print("| row | steps/s (mean) | runs |")
@@ -131,6 +172,8 @@ def main() -> int:
     print(f"| plain Celery chain, not durable | {mean_plain:,.0f} | {_runs(plain)} |")
     print(f"| sayiir_celery bridge, durable | {mean_bridge:,.0f} | {_runs(bridged)} |")
     print(f"bridge / plain: {mean_bridge / mean_plain:.2f}x")
+    transactions = ", ".join(f"{value:.2f}" for value in per_step)
+    print(f"bridge: PostgreSQL transactions per step: {transactions}")
     return 0
 
 

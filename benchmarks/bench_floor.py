@@ -19,8 +19,20 @@ PG_DATABASE = "sayiir_bench"
 PG_CONNECTIONS = 16
 
 ROWS = [
-    Row(SYSTEM, "postgres", "floor: upsert commit, PostgreSQL (asyncpg)", ("floor",)),
-    Row(SYSTEM, "sqlite", "floor: upsert commit, SQLite WAL, synchronous=FULL", ("floor",)),
+    Row(
+        SYSTEM,
+        "postgres",
+        "floor: upsert commit, PostgreSQL (asyncpg)",
+        ("floor",),
+        setup="one asyncpg connection, one single-row upsert per commit (16 for the rate)",
+    ),
+    Row(
+        SYSTEM,
+        "sqlite",
+        "floor: upsert commit, SQLite WAL, synchronous=FULL",
+        ("floor",),
+        setup="sqlite3, WAL, synchronous=FULL, one single-row upsert per commit",
+    ),
 ]
 
 _UPSERT_PG = (

@@ -12,6 +12,7 @@ Workers (S2, S6) run in their own processes, started by this module as
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -52,7 +53,7 @@ _MEMORY_NO_WORKER = {
     "S6": "an InMemoryBackend lives in one process; workers are measured on sqlite/postgres",
 }
 
-ROWS = [
+_ROWS = [
     Row(SYSTEM, "none", "ours, no persistence", (*_IN_PROCESS, "S2", "S6"), "", _NO_WORKER),
     Row(SYSTEM, "none", "ours, no persistence, async steps", _IN_PROCESS[:3], "async"),
     Row(
@@ -71,6 +72,15 @@ ROWS = [
     Row(SYSTEM, "postgres", "ours, PostgreSQL, async steps", _IN_PROCESS[:3], "async"),
     Row(SYSTEM, "postgres", "ours, PostgreSQL, 2 worker processes", ("S2",), "2procs"),
 ]
+_SETUP = {
+    "none": "run_workflow(wf, x) in the bench process, nothing stored",
+    "memory": "run_workflow(wf, x, instance_id=, backend=InMemoryBackend())",
+    "sqlite": "SqliteBackend(path, synchronous='FULL'), defaults otherwise; in-process runs "
+    "start no worker, S2/S6 start theirs in separate processes and stop them after",
+    "postgres": "PostgresBackend(url, schema=), defaults otherwise; in-process runs start no "
+    "worker, S2/S6 start theirs in separate processes and stop them after",
+}
+ROWS = [dataclasses.replace(row, setup=_SETUP[row.backend]) for row in _ROWS]
 
 WORKER_NOTE = (
     "Worker(concurrency={c}, poll_interval={p}) in {n} separate process(es); "

@@ -169,6 +169,8 @@ class Row:
     scenarios: tuple[str, ...]
     variant: str = ""
     not_applicable: dict[str, str] = field(default_factory=dict)
+    # How the system is set up for this row (shown next to its label in the table).
+    setup: str = ""
 
     @property
     def key(self) -> str:
@@ -185,6 +187,9 @@ class Result:
     note: str = ""
     skipped: str = ""  # not measured: n/a for this system, not installed, service down...
     error: str = ""  # measured but failed (wrong output, exception)
+    # Measured, but the sanity check found the row far from what the system does alone
+    # (see run.py): the figure stays in the JSON, the table shows "suspect" instead.
+    suspect: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -584,7 +589,7 @@ def render_table(rows: Sequence[Row], results: Sequence[Result], settings: Setti
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
         is_floor = row.system == "floor"
-        rendered = [row.label]
+        rendered = [row.label + (f" {footnotes.mark(row.setup)}" if row.setup else "")]
         noted: set[str] = set()
         for _, scenario, metric in COLUMNS:
             source = FLOOR_COLUMNS.get(scenario, "") if is_floor else scenario
@@ -613,6 +618,8 @@ def render_table(rows: Sequence[Row], results: Sequence[Result], settings: Setti
 def _cell(result: Result | None, metric: str, footnotes: Footnotes, *, with_note: bool) -> str:
     if result is None:
         return ""
+    if result.suspect and not result.skipped and not result.error:
+        return f"suspect {footnotes.mark(result.suspect)}" if with_note else "suspect"
     if result.skipped or result.error:
         if result.error:
             word, reason = "error", result.error

@@ -42,6 +42,7 @@ from common import (
     render_machine,
     render_table,
 )
+from summary import render_summary
 
 HERE = Path(__file__).resolve().parent
 MODULES = {
@@ -50,6 +51,7 @@ MODULES = {
     "dbos": "bench_dbos",
     "celery": "bench_celery",
     "floor": "bench_floor",
+    "django": "bench_django",
 }
 # Each module keeps its tables in a database of its own, dropped and recreated per run.
 DATABASES = {
@@ -58,6 +60,11 @@ DATABASES = {
     "sayiir10": "sayiir_bench_s10",
     "dbos": "sayiir_bench_dbos",
 }
+# Systems measured for comparison: each of their rows gets the sanity check below.
+PEERS = ("sayiir10", "dbos", "celery")
+# A peer's S1 in its row and S1 alone in a fresh process may differ by this factor
+# before the row is flagged instead of printed (S1 moves by ~10% between quiet runs).
+SANITY_RATIO = 1.5
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -91,6 +98,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="idle poll interval of every polling worker (seconds)",
     )
     parser.add_argument("--row-timeout", type=float, help="seconds per row before it is killed")
+    parser.add_argument(
+        "--sanity-ratio",
+        type=float,
+        default=SANITY_RATIO,
+        help="a peer row whose S1 differs from S1 rerun alone by more than this factor "
+        "is shown as suspect",
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODULE", "ROW"), help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -190,7 +204,9 @@ def run_row_process(
     timeout: float,
     log_dir: Path,
 ) -> list[Result]:
+    log_dir.mkdir(parents=True, exist_ok=True)
     out = log_dir / f"{row.key.replace('/', '_')}.json"
+    out.unlink(missing_ok=True)  # left by an earlier process of the same row
     log = log_dir / f"{row.key.replace('/', '_')}.log"
     command = [
         sys.executable,
@@ -225,6 +241,67 @@ def run_row_process(
         wanted = [s for s in row.scenarios if s in scenarios]
         results += [Result(row.key, s, error=failure) for s in wanted if s not in done]
     return results
+
+
+def run_row_processes(
+    system: str,
+    row: Row,
+    settings: Settings,
+    scenarios: list[str],
+    timeout: float,
+    log_dir: Path,
+) -> list[Result]:
+    """The row in one process, or one process per scenario when the module asks for it.
+
+    A module sets ``FRESH_PROCESS_PER_SCENARIO = True`` when its system keeps state
+    between scenarios that would weigh on the next one (DBOS: a queue's poller).
+    """
+    if not getattr(load(system), "FRESH_PROCESS_PER_SCENARIO", False):
+        return run_row_process(system, row, settings, scenarios, timeout, log_dir)
+    results: list[Result] = []
+    for scenario in scenarios:
+        if scenario in row.scenarios:
+            results += run_row_process(system, row, settings, [scenario], timeout, log_dir)
+    return results
+
+
+def check_sanity(
+    system: str,
+    row: Row,
+    settings: Settings,
+    row_results: list[Result],
+    max_ratio: float,
+    log_dir: Path,
+) -> None:
+    """Rerun the peer's S1 alone in a fresh process; flag the row if the two disagree.
+
+    A peer figure far from what the peer does alone (a poller left running, a load spike
+    during the row) must not reach the table: every cell of such a row is marked suspect,
+    with both figures in the footnote; the JSON keeps the numbers.
+    """
+    measured = [r for r in row_results if not r.error and not r.skipped]
+    s1 = next((r for r in measured if r.scenario == "S1"), None)
+    if s1 is None or "p50_ms" not in s1.metrics:
+        return
+    alone = run_row_process(system, row, settings, ["S1"], 120.0, log_dir / "sanity")
+    again = next((r for r in alone if r.scenario == "S1" and "p50_ms" in r.metrics), None)
+    in_row = s1.metrics["p50_ms"]
+    if again is None or again.error:
+        reason = f"sanity check: S1 rerun alone failed ({again.error if again else 'no result'})"
+    else:
+        alone_p50 = again.metrics["p50_ms"]
+        s1.metrics["sanity_alone_p50_ms"] = alone_p50
+        ratio = max(in_row, alone_p50) / max(min(in_row, alone_p50), 1e-9)
+        if ratio <= max_ratio:
+            return
+        reason = (
+            f"sanity check failed: S1 p50 {in_row:.3f} ms in the row against {alone_p50:.3f} ms "
+            f"rerun alone in a fresh process ({ratio:.1f}x > {max_ratio}x); rerun on a quiet "
+            "machine"
+        )
+    for result in row_results:
+        if not result.error and not result.skipped:
+            result.suspect = reason
 
 
 def last_line(log: Path) -> str:
@@ -270,7 +347,9 @@ def main_parent(args: argparse.Namespace) -> int:
         if reason:
             row_results = skip_all(row, scenarios, reason)
         else:
-            row_results = run_row_process(system, row, settings, scenarios, timeout, work_dir)
+            row_results = run_row_processes(system, row, settings, scenarios, timeout, work_dir)
+            if system in PEERS:
+                check_sanity(system, row, settings, row_results, args.sanity_ratio, work_dir)
         results += row_results
         problems = sum(1 for r in row_results if r.error)
         status = f"{problems} error(s)" if problems else ("skipped" if reason else "ok")
@@ -279,12 +358,15 @@ def main_parent(args: argparse.Namespace) -> int:
     rows = [row for _, row in planned]
     machine["load average at end"] = load_average()
     table = render_table(rows, results, settings)
+    summary = render_summary(rows, results)
     elapsed = time.monotonic() - started
-    print(f"\n## Results ({elapsed:.0f} s)\n\n{table}", flush=True)
+    print(f"\n## Results ({elapsed:.0f} s)\n\n{table}\n{summary}", flush=True)
     print(f"load average at end: {machine['load average at end']}")
     if args.markdown:
         machine_md = render_machine(machine)
-        args.markdown.write_text(f"## Machine\n\n{machine_md}\n\n## Results\n\n{table}")
+        args.markdown.write_text(
+            f"## Machine\n\n{machine_md}\n\n## Results\n\n{table}\n## Summary\n\n{summary}"
+        )
     if args.json:
         document: dict[str, Any] = {
             "machine": machine,

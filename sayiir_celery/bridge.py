@@ -33,6 +33,7 @@ from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.runtime import LocalExecutor, default_owner_id
 from sayiir_core.runtime.dispatch import Dispatcher, StepRun
 from sayiir_core.runtime.loop_thread import loop_of_sync_api, run_sync, submit
+from sayiir_core.telemetry.logs import InstanceLogger
 from sayiir_core.workflow.workflow import Workflow
 
 logger = logging.getLogger("sayiir.celery")
@@ -203,7 +204,7 @@ class SayiirCelery:
         try:
             run_sync(self.dispatcher().advance(instance_id))
         except Exception:
-            logger.warning(
+            InstanceLogger(logger, instance_id).warning(
                 "[%s] could not dispatch now; the sweeper will", instance_id, exc_info=True
             )
 

@@ -33,9 +33,11 @@ from sayiir_core.errors import (
     LeaseLostError,
     PayloadTooLargeError,
     SerializationError,
+    SignalBufferFullError,
     SignalTimeoutError,
     TaskError,
     TaskTimeoutError,
+    UnknownSignalError,
     WaitTimeoutError,
     WorkflowError,
 )
@@ -51,6 +53,7 @@ from sayiir_core.sync import (
     send_signal,
     unpause_workflow,
 )
+from sayiir_core.telemetry import init_tracing, shutdown_tracing
 from sayiir_core.workflow import (
     BranchBuilder,
     Flow,
@@ -107,6 +110,7 @@ __all__ = [
     "PostgresBackend",
     "RetryPolicy",
     "SerializationError",
+    "SignalBufferFullError",
     "SignalTimeoutError",
     "SqliteBackend",
     "Status",
@@ -114,6 +118,7 @@ __all__ = [
     "TaskExecutionContext",
     "TaskMetadata",
     "TaskTimeoutError",
+    "UnknownSignalError",
     "WaitTimeoutError",
     "Worker",
     "WorkerHandle",
@@ -125,12 +130,14 @@ __all__ = [
     "backend_from_url",
     "cancel_workflow",
     "get_task_context",
+    "init_tracing",
     "parse_duration",
     "pause_workflow",
     "resume_workflow",
     "run_durable_workflow",
     "run_workflow",
     "send_signal",
+    "shutdown_tracing",
     "task",
     "unpause_workflow",
 ]

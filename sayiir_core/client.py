@@ -10,6 +10,7 @@ ownership: ``aclose()`` / ``close()`` (or leaving its ``with`` block) closes it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -54,8 +55,12 @@ class AsyncWorkflowClient:
         conflict_policy: str | ConflictPolicy | None = None,
         codec: Codec = DEFAULT_CODEC,
         owns_backend: bool = False,
+        workflows: Iterable[Workflow] = (),
     ) -> None:
         self._control = InstanceControl(backend, codec=codec, conflict_policy=conflict_policy)
+        # Known workflows let send_signal refuse a name they never wait for; a client
+        # also learns every workflow it submits.
+        self._control.know(*workflows)
         self._owns_backend = owns_backend
         self._closed = False
 
@@ -66,13 +71,20 @@ class AsyncWorkflowClient:
         *,
         conflict_policy: str | ConflictPolicy | None = None,
         codec: Codec = DEFAULT_CODEC,
+        workflows: Iterable[Workflow] = (),
     ) -> Self:
         """A client on a backend it creates from ``url`` (see ``backend_from_url``).
 
         The client owns that backend: ``aclose()`` closes it.
         """
         backend = backend_from_url(url)
-        return cls(backend, conflict_policy=conflict_policy, codec=codec, owns_backend=True)
+        return cls(
+            backend,
+            conflict_policy=conflict_policy,
+            codec=codec,
+            owns_backend=True,
+            workflows=workflows,
+        )
 
     @property
     def backend(self) -> Backend:
@@ -165,6 +177,13 @@ class AsyncWorkflowClient:
         """A step's checkpointed output, or ``None`` if it has not completed."""
         return await self._live.get_task_result(instance_id, task_id)
 
+    async def input(self, instance_id: str) -> Any:
+        """The input the instance was submitted with; ``InstanceNotFoundError`` if unknown."""
+        control = self._live
+        await control.open()
+        record = await control.require(instance_id)
+        return control.codec.decode(record.input)
+
     async def list_instances(
         self,
         *,
@@ -225,9 +244,14 @@ class WorkflowClient:
         conflict_policy: str | ConflictPolicy | None = None,
         codec: Codec = DEFAULT_CODEC,
         owns_backend: bool = False,
+        workflows: Iterable[Workflow] = (),
     ) -> None:
         self._async = AsyncWorkflowClient(
-            backend, conflict_policy=conflict_policy, codec=codec, owns_backend=owns_backend
+            backend,
+            conflict_policy=conflict_policy,
+            codec=codec,
+            owns_backend=owns_backend,
+            workflows=workflows,
         )
 
     @classmethod
@@ -237,10 +261,17 @@ class WorkflowClient:
         *,
         conflict_policy: str | ConflictPolicy | None = None,
         codec: Codec = DEFAULT_CODEC,
+        workflows: Iterable[Workflow] = (),
     ) -> Self:
         """A client on a backend it creates from ``url``; ``close()`` closes that backend."""
         backend = backend_from_url(url)
-        return cls(backend, conflict_policy=conflict_policy, codec=codec, owns_backend=True)
+        return cls(
+            backend,
+            conflict_policy=conflict_policy,
+            codec=codec,
+            owns_backend=True,
+            workflows=workflows,
+        )
 
     @property
     def backend(self) -> Backend:
@@ -310,6 +341,10 @@ class WorkflowClient:
 
     def get_task_result(self, instance_id: str, task_id: str) -> Any:
         return run_sync(self._async.get_task_result(instance_id, task_id))
+
+    def input(self, instance_id: str) -> Any:
+        """The input the instance was submitted with; ``InstanceNotFoundError`` if unknown."""
+        return run_sync(self._async.input(instance_id))
 
     def list_instances(
         self,

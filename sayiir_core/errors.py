@@ -14,6 +14,8 @@
         ├── InstanceAlreadyExistsError  submit/run with an id that exists (policy "fail")
         ├── InstanceNotFoundError       no instance with that id
         ├── InvalidStateError           the instance cannot do that now (signal a finished one)
+        │   ├── UnknownSignalError      a signal its workflow never waits for (client side)
+        │   └── SignalBufferFullError   the instance already buffers the most signals it may
         └── DefinitionMismatchError     resume with a workflow whose structure changed
 
 ``TaskError`` keeps the task's own exception type and message: ``error_type`` and
@@ -83,6 +85,50 @@ class InstanceNotFoundError(WorkflowError):
 
 class InvalidStateError(WorkflowError):
     """The instance is in a state that does not allow the operation."""
+
+
+class UnknownSignalError(InvalidStateError):
+    """A signal under a name the instance's workflow never waits for; nothing was sent.
+
+    Raised by a client that knows the instance's workflow definition (same id and
+    definition hash): such a signal could only pile up unread. ``awaited`` lists the
+    names the workflow does wait for.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        instance_id: str | None = None,
+        workflow_id: str | None = None,
+        signal_name: str | None = None,
+        awaited: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
+        self.workflow_id = workflow_id
+        self.signal_name = signal_name
+        self.awaited = awaited
+
+
+class SignalBufferFullError(InvalidStateError):
+    """The instance already buffers as many unconsumed signals as allowed; nothing was stored.
+
+    Room comes back as the workflow consumes its signals (``wait_for_signal``).
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        instance_id: str | None = None,
+        signal_name: str | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
+        self.signal_name = signal_name
+        self.limit = limit
 
 
 class InstanceCancelledError(WorkflowError):

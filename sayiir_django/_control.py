@@ -16,6 +16,7 @@ from sayiir_core.backends.rules import (
     apply_control_request,
     apply_reset,
     apply_unpause,
+    check_signal_room,
     check_signal_target,
     decode_cursor,
     encode_cursor,
@@ -71,6 +72,10 @@ def send_signal(db: Database, instance_id: str, name: str, payload: bytes, now: 
         row = require(db, instance_id)
         before = record_from_row(row)
         check_signal_target(before, name)
+        # The row is locked (PostgreSQL) or the database is (SQLite), and this count
+        # is a statement of its own, so concurrent senders cannot overshoot the bound.
+        buffered = PendingSignal.objects.using(db.alias).filter(instance_id=row["id"]).count()
+        check_signal_room(instance_id, name, buffered)
         PendingSignal.objects.using(db.alias).create(
             instance_id=row["id"], name=name, payload=payload, sent_at=now
         )

@@ -33,8 +33,10 @@ from sayiir_core.backends.rules import (
     new_record,
     terminated_record,
 )
+from sayiir_core.backends.step_queue import StepTicket
 from sayiir_core.errors import InstanceAlreadyExistsError, LeaseLostError
 from sayiir_core.status import Status
+from sayiir_django import _postgres as postgres
 from sayiir_django._records import (
     RECORD_COLUMNS,
     ROW_COLUMNS,
@@ -46,7 +48,7 @@ from sayiir_django._records import (
     record_from_row,
 )
 from sayiir_django._transactions import Database, Done
-from sayiir_django._wakeups import announce_finish, announce_work
+from sayiir_django._wakeups import announce_finish, announce_work, wake_in_process
 from sayiir_django.models import (
     Checkpoint,
     HistoryEntry,
@@ -183,8 +185,25 @@ def create(db: Database, new: NewInstance, policy: ConflictPolicy) -> tuple[Inst
             return Done((stored, True))
         return None
 
+    def insert_fresh() -> tuple[InstanceRecord, bool] | None:
+        record, started = new_record(new)
+        if not postgres.insert_new(db.alias, record, started):
+            return None  # the id exists: the ORM's path applies the conflict policy
+        if record.status is Status.PENDING:
+            wake_in_process(db.alias, work=True)
+        return record, True
+
+    def resolve_fresh() -> Done[tuple[InstanceRecord, bool] | None] | None:
+        found = resolve()
+        return None if found is None else Done(found.value)
+
     for _ in range(_CREATE_ROUNDS - 1):
         try:
+            if db.vendor == "postgresql":
+                # A new id, the common case, in one statement (see _postgres).
+                inserted = db.run("create", insert_fresh, resolve=resolve_fresh, single_write=True)
+                if inserted is not None:
+                    return inserted
             return db.run("create", body, resolve=resolve)
         except IntegrityError:
             # Another transaction inserted the same id between our read and our insert;
@@ -397,8 +416,20 @@ class _DuplicateCheckpointError(Exception):
 
 
 def commit(
-    db: Database, instance_id: str, token: int, write: StepWrite, commit_id: int
+    db: Database,
+    instance_id: str,
+    token: int,
+    write: StepWrite,
+    commit_id: int,
+    tickets: Sequence[StepTicket] = (),
 ) -> ControlRequest | None:
+    """Apply ``write`` under claim ``token``.
+
+    ``tickets`` (steps of this instance, see ``_advance``) are queued by the same
+    statement; only on PostgreSQL, whose path is one statement.
+    """
+    if tickets and db.vendor != "postgresql":
+        raise ValueError("internal error: tickets go with a commit only on PostgreSQL")
     keys = [key for key, _ in write.checkpoints]
     for index, key in enumerate(keys):
         if key in keys[:index]:
@@ -435,22 +466,30 @@ def commit(
             announce_finish(db.alias, instance_id)
         return after.control_request
 
-    def resolve() -> Done[ControlRequest | None] | None:
-        row = (
-            instances(db)
-            .filter(instance_id=instance_id)
-            .values(*ROW_COLUMNS, "last_commit")
-            .first()
-        )
-        if row is None:
-            raise missing(instance_id)
-        if row["last_commit"] == commit_id:
-            return Done(record_from_row(row).control_request)
-        if row["claim_token"] != token or row["owner"] is None:
+    def statement() -> ControlRequest | None:
+        try:
+            outcome = postgres.commit(db.alias, instance_id, token, write, commit_id, tickets)
+        except IntegrityError as exc:
+            if postgres.CHECKPOINT_CONSTRAINT not in str(exc):
+                raise
+            raise _DuplicateCheckpointError from exc
+        if outcome is None:
+            row = instances(db).filter(instance_id=instance_id).values("claim_token").first()
+            if row is None:
+                raise missing(instance_id)
             raise _lease_lost(instance_id, token, row["claim_token"])
-        return None  # not applied, and the claim is still ours: send it again
+        finished = instance_id if outcome.finished else None
+        work = outcome.runnable_and_free or bool(tickets)
+        wake_in_process(db.alias, work=work, finished=finished)
+        return outcome.control_request
+
+    def resolve() -> Done[ControlRequest | None] | None:
+        return resolve_commit(db, instance_id, token, commit_id)
 
     try:
+        if db.vendor == "postgresql":
+            # One statement, one round trip (see _postgres).
+            return db.run("commit", statement, resolve=resolve, single_write=True)
         return db.run("commit", body, resolve=resolve)
     except _DuplicateCheckpointError:
         taken = (
@@ -462,6 +501,20 @@ def commit(
         raise LeaseLostError(
             f"instance {instance_id!r}: step {taken or keys[0]!r} is already checkpointed"
         ) from None
+
+
+def resolve_commit(
+    db: Database, instance_id: str, token: int, commit_id: int
+) -> Done[ControlRequest | None] | None:
+    """After a connection lost while committing: was commit ``commit_id`` applied?"""
+    row = instances(db).filter(instance_id=instance_id).values(*ROW_COLUMNS, "last_commit").first()
+    if row is None:
+        raise missing(instance_id)
+    if row["last_commit"] == commit_id:
+        return Done(record_from_row(row).control_request)
+    if row["claim_token"] != token or row["owner"] is None:
+        raise _lease_lost(instance_id, token, row["claim_token"])
+    return None  # not applied, and the claim is still ours: send it again
 
 
 def _lease_lost(instance_id: str, token: int, current: int) -> LeaseLostError:

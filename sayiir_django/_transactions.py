@@ -18,7 +18,9 @@ statement has spoiled the caller's transaction, which only the caller can roll b
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -45,6 +47,21 @@ logger = logging.getLogger("sayiir.django")
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 _MAX_RECONNECTS = 3
 _MAX_CONFLICT_RETRIES = 10
+
+
+# One lock per SQLite alias, shared by every backend object on it (see _one_writer).
+_writer_locks: dict[str, threading.Lock] = {}
+_writer_locks_guard = threading.Lock()
+
+
+def _forget_writer_locks_after_fork() -> None:
+    # A lock held by a parent's thread at fork would stay held in the child forever.
+    global _writer_locks_guard
+    _writer_locks.clear()
+    _writer_locks_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_writer_locks_after_fork)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +95,20 @@ class Database:
         *,
         resolve: Resolver[T] | None = None,
         atomic: bool = True,
+        single_write: bool = False,
     ) -> T:
         """Run ``body`` on this thread's connection, retrying as above.
 
         ``atomic=False`` is for a single read statement, which needs no transaction of
-        its own. ``IntegrityError`` is raised as it is, for the operation to handle.
+        its own. ``single_write=True`` is for a body that sends one writing statement and
+        nothing else: it runs in autocommit, as its own transaction, which saves the
+        BEGIN and COMMIT round trips; a connection lost during it is resolved like one
+        lost during COMMIT. ``IntegrityError`` is raised as it is, for the operation to
+        handle.
         """
         if connections[self.alias].in_atomic_block:
-            return self._once(action, body, atomic)
-        return self._with_retries(action, body, resolve, atomic)
+            return self._once(action, body, atomic or single_write)
+        return self._with_retries(action, body, resolve, atomic, single_write)
 
     def _once(self, action: str, body: Callable[[], T], atomic: bool) -> T:
         try:
@@ -98,23 +120,44 @@ class Database:
         except DatabaseError as exc:
             raise self.error(action, exc) from exc
 
+    def _one_writer(self, atomic: bool) -> AbstractContextManager[object]:
+        """On SQLite, this process's write transactions on the alias one at a time.
+
+        SQLite has one write lock; a thread waiting for it in SQLite's busy handler
+        sleeps in coarse steps (up to 100 ms) and may sleep on after it was freed, so
+        a worker's threads queue here instead, each taking the lock as soon as the last
+        one lets go (tests/django/test_sqlite_writers.py). Other processes still meet
+        at SQLite's lock.
+        """
+        if not atomic or self.vendor != "sqlite":
+            return nullcontext()
+        with _writer_locks_guard:
+            return _writer_locks.setdefault(self.alias, threading.Lock())
+
     def _transaction(self, atomic: bool) -> AbstractContextManager[object]:
         return transaction.atomic(using=self.alias) if atomic else nullcontext()
 
     def _with_retries(
-        self, action: str, body: Callable[[], T], resolve: Resolver[T] | None, atomic: bool
+        self,
+        action: str,
+        body: Callable[[], T],
+        resolve: Resolver[T] | None,
+        atomic: bool,
+        single_write: bool,
     ) -> T:
         started = time.monotonic()
         pause = 0.002
         reconnects = conflicts = 0
+        atomic = atomic and not single_write
         while True:
             self._drop_if_broken()
             raw = connections[self.alias].connection
-            committing = False
+            # A single write commits as it runs: any loss from here on may follow it.
+            committing = single_write
             try:
-                with self._transaction(atomic):
+                with self._one_writer(atomic), self._transaction(atomic):
                     result = body()
-                    committing = atomic  # an exception from here on comes from COMMIT
+                    committing = committing or atomic  # from here on it comes from COMMIT
                 return result
             except (OperationalError, InterfaceError) as exc:
                 kind = self._classify(exc, raw)

@@ -90,6 +90,17 @@ def announce_finish(alias: str, instance_id: str) -> None:
     transaction.on_commit(lambda: finish.notify(instance_id), using=alias)
 
 
+def wake_in_process(alias: str, *, work: bool = False, finished: str | None = None) -> None:
+    """At commit, wake this process's waiters: idle workers (``work``), and the watches
+    of instance ``finished``. For a statement that sent its own ``NOTIFY``."""
+    notifiers = notifiers_for(alias)
+    if work:
+        transaction.on_commit(notifiers.work.notify, using=alias)
+    if finished is not None:
+        finish, instance_id = notifiers.finish, finished
+        transaction.on_commit(lambda: finish.notify(instance_id), using=alias)
+
+
 class Listener:
     """A LISTEN connection on a thread of its own, forwarding NOTIFYs to the notifiers.
 

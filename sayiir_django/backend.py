@@ -1,4 +1,5 @@
-"""``DjangoBackend``: the core's ``Backend`` and ``StepQueue`` through the Django ORM.
+"""``DjangoBackend``: the core's ``Backend``, ``StepQueue`` and ``AdvanceQueue`` through the
+Django ORM.
 
 Every operation is one transaction on a configurable database alias (SQLite and
 PostgreSQL are tested). The ORM is synchronous, so an operation runs off the event loop,
@@ -40,6 +41,7 @@ from sayiir_core.backends.base import (
 from sayiir_core.backends.notify import FinishWatch
 from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
 from sayiir_core.status import Status
+from sayiir_django import _advance as advance
 from sayiir_django import _control as control
 from sayiir_django import _operations as ops
 from sayiir_django import _step_queue as steps
@@ -255,3 +257,29 @@ class DjangoBackend(OpensAndCloses):
         if self._pushes():
             self._listener.ensure_started()
         await self._notifiers.steps.wait(max_wait)
+
+    # -- the AdvanceQueue protocol (sayiir_core.backends.step_queue), one transaction each --
+
+    async def claim_if_free(
+        self,
+        instance_id: str,
+        owner: str,
+        definitions: Mapping[str, str],
+        ttl: float,
+        now: float,
+    ) -> Claim | None:
+        wanted = dict(definitions)
+        return await self._run(
+            lambda: advance.claim_if_free(self._db, instance_id, owner, wanted, now, now + ttl)
+        )
+
+    async def commit_and_publish(
+        self, instance_id: str, token: int, write: StepWrite, tickets: Sequence[StepTicket]
+    ) -> ControlRequest | None:
+        commit_id = secrets.randbits(63)
+        batch = list(tickets)
+        return await self._run(
+            lambda: advance.commit_and_publish(
+                self._db, instance_id, token, write, batch, commit_id
+            )
+        )

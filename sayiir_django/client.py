@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import async_to_sync
@@ -34,6 +34,7 @@ from sayiir_core import (
 from sayiir_core.backends.base import ConflictPolicy
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.status import Status
+from sayiir_django import registry
 from sayiir_django.backend import DjangoBackend, on_callers_connection, reset_connection_routing
 from sayiir_django.conf import sayiir_settings
 
@@ -54,9 +55,13 @@ class DjangoWorkflowClient(WorkflowClient):
         *,
         conflict_policy: str | ConflictPolicy | None = None,
         codec: Codec = DEFAULT_CODEC,
+        workflows: Iterable[Workflow] = (),
     ) -> None:
-        super().__init__(backend, conflict_policy=conflict_policy, codec=codec)
-        self._client = AsyncWorkflowClient(backend, conflict_policy=conflict_policy, codec=codec)
+        known = tuple(workflows)
+        super().__init__(backend, conflict_policy=conflict_policy, codec=codec, workflows=known)
+        self._client = AsyncWorkflowClient(
+            backend, conflict_policy=conflict_policy, codec=codec, workflows=known
+        )
 
     @property
     def backend(self) -> DjangoBackend:
@@ -126,6 +131,9 @@ class DjangoWorkflowClient(WorkflowClient):
     async def aget_task_result(self, instance_id: str, task_id: str) -> Any:
         return await _routed(self._client.get_task_result)(instance_id, task_id)
 
+    async def ainput(self, instance_id: str) -> Any:
+        return await _routed(self._client.input)(instance_id)
+
     async def alist_instances(
         self,
         *,
@@ -188,6 +196,9 @@ class DjangoWorkflowClient(WorkflowClient):
     def get_task_result(self, instance_id: str, task_id: str) -> Any:
         return async_to_sync(self.aget_task_result)(instance_id, task_id)
 
+    def input(self, instance_id: str) -> Any:
+        return async_to_sync(self.ainput)(instance_id)
+
     def list_instances(
         self,
         *,
@@ -245,7 +256,10 @@ def get_client(using: str | None = None) -> DjangoWorkflowClient:
             _clients_pid = os.getpid()
         client = _clients.get(alias)
         if client is None:
-            client = _clients[alias] = DjangoWorkflowClient(DjangoBackend(alias))
+            # The autodiscovered workflows, so a signal no workflow waits for is refused.
+            client = _clients[alias] = DjangoWorkflowClient(
+                DjangoBackend(alias), workflows=registry.workflows()
+            )
         return client
 
 

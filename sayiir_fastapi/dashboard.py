@@ -252,7 +252,7 @@ class _Pages:
     ) -> dict[str, Any]:
         status = await client.status(instance_id)
         history = await client.history(instance_id)
-        record = await client.backend.get_record(instance_id)
+        submitted = await client.input(instance_id)
         workflow = self.sayiir.workflows.get(status.workflow_id or "")
         graph = None
         states: dict[str, str] = {}
@@ -267,7 +267,7 @@ class _Pages:
         return {
             "status": status,
             "palette": status_palette(status.status),
-            "input_text": _json_text(self.sayiir.codec.decode(record.input)) if record else "",
+            "input_text": _json_text(submitted),
             "output_text": _json_text(status.output) if status.is_completed() else None,
             "error_line": first_line(status.error) if status.error else None,
             "error_text": status.error if self.show_tracebacks else None,

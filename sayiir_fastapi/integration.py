@@ -41,7 +41,8 @@ class Sayiir:
     environment variable ``SAYIIR_WORKERS`` overrides it when the lifespan starts.
     Each worker runs up to ``concurrency`` instances at once. On shutdown running steps
     get ``shutdown_grace`` seconds to finish and checkpoint; steps still running then
-    are cancelled and run again elsewhere once their lease (``claim_ttl``) runs out.
+    are cancelled and their claims released, so another process runs them again at
+    once (not only once their lease, ``claim_ttl``, runs out).
 
     One ``Sayiir`` serves one app at a time; its lifespan may run again after it ended
     (as tests do).
@@ -150,6 +151,7 @@ class Sayiir:
             concurrency=self._concurrency,
             poll_interval=self._poll_interval,
             claim_ttl=self._claim_ttl,
+            grace=self._shutdown_grace,
             codec=self.codec,
             events=self.events,
         )
@@ -163,7 +165,7 @@ class Sayiir:
             self._running = None
             if state is not None and getattr(state, "sayiir", None) is self:
                 del state.sayiir
-            await running.stop(self._shutdown_grace)
+            await running.stop()
 
     def router(
         self,

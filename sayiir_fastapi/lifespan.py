@@ -3,9 +3,9 @@
 Startup opens the backend before the app takes requests, so a wrong URL or an
 unreachable database fails the startup once, clearly. Shutdown asks the workers to stop
 claiming; running steps get a grace period to finish and checkpoint (their claims are
-then released, so another process goes on at once); what is still running after it is
-cancelled and runs again elsewhere when its lease expires. Only a backend this module
-created is closed.
+then released, so another process goes on at once); steps still running after it are
+cancelled and their claims released too, so another process runs them again at once
+(``Worker.run(grace=...)``). Only a backend this module created is closed.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ import uuid
 from collections.abc import Sequence
 
 from sayiir_core import AsyncWorkflowClient, Backend, Codec, Worker, Workflow, backend_from_url
+from sayiir_core.runtime.worker import RELEASE_WITHIN
 from sayiir_fastapi.events import EventHub
 
 logger = logging.getLogger("sayiir.fastapi")
+
+# Beyond the grace and the releases: a worker that has not returned by then is stuck.
+STOP_MARGIN = 5.0
 
 
 class Running:
@@ -35,9 +39,11 @@ class Running:
         workers: Sequence[Worker],
         tasks: Sequence[asyncio.Task[None]],
         stop_event: asyncio.Event,
+        grace: float,
         events: EventHub,
     ) -> None:
         self.backend = backend
+        self.grace = grace
         self.owns_backend = owns_backend
         self.client = client
         self.worker_ids = [worker.worker_id for worker in workers]
@@ -45,26 +51,29 @@ class Running:
         self._stop_event = stop_event
         self._events = events
 
-    async def stop(self, grace: float) -> None:
+    async def stop(self) -> None:
         """Stop the workers (``grace`` seconds for running steps), then close what we opened."""
         try:
-            await self._stop_workers(grace)
+            await self._stop_workers()
         finally:
             self._events.wake_all()
             if self.owns_backend:
                 await self.backend.close()
 
-    async def _stop_workers(self, grace: float) -> None:
+    async def _stop_workers(self) -> None:
+        # The workers keep the grace themselves, then cancel what still runs and release
+        # its claims; this bound only catches a worker that does not return at all.
         self._stop_event.set()
         if not self._tasks:
             return
-        _, still_running = await asyncio.wait(self._tasks, timeout=grace)
+        bound = self.grace + RELEASE_WITHIN + STOP_MARGIN
+        _, still_running = await asyncio.wait(self._tasks, timeout=bound)
         if still_running:
             logger.warning(
-                "%d worker(s) still had steps running %ss after shutdown began; cancelling "
-                "them (those steps run again once their lease expires)",
+                "%d worker(s) did not stop %ss after shutdown began; cancelling them (their "
+                "steps run again once their lease expires)",
                 len(still_running),
-                grace,
+                bound,
             )
             for task in still_running:
                 task.cancel()
@@ -79,6 +88,7 @@ async def start(
     concurrency: int,
     poll_interval: float,
     claim_ttl: float,
+    grace: float,
     codec: Codec,
     events: EventHub,
 ) -> Running:
@@ -91,7 +101,7 @@ async def start(
         if owns_backend:
             await opened.close()
         raise
-    client = AsyncWorkflowClient(opened, codec=codec)
+    client = AsyncWorkflowClient(opened, codec=codec, workflows=workflows)
     stop_event = asyncio.Event()
     prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     pool = [
@@ -109,7 +119,8 @@ async def start(
     tasks = []
     for worker in pool:
         task = asyncio.create_task(
-            worker.run(workflows, stop=stop_event), name=f"sayiir-worker:{worker.worker_id}"
+            worker.run(workflows, stop=stop_event, grace=grace),
+            name=f"sayiir-worker:{worker.worker_id}",
         )
         task.add_done_callback(_log_crash)
         tasks.append(task)
@@ -126,6 +137,7 @@ async def start(
         workers=pool,
         tasks=tasks,
         stop_event=stop_event,
+        grace=grace,
         events=events,
     )
 

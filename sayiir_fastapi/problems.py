@@ -34,9 +34,11 @@ from sayiir_core import (
     LeaseLostError,
     PayloadTooLargeError,
     SerializationError,
+    SignalBufferFullError,
     SignalTimeoutError,
     TaskError,
     TaskTimeoutError,
+    UnknownSignalError,
     WaitTimeoutError,
     WorkflowError,
 )
@@ -50,6 +52,8 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 STATUS_BY_ERROR: tuple[tuple[type[WorkflowError], int, str], ...] = (
     (InstanceNotFoundError, 404, "instance_not_found"),
     (InstanceAlreadyExistsError, 409, "instance_already_exists"),
+    (UnknownSignalError, 409, "unknown_signal"),
+    (SignalBufferFullError, 409, "signal_buffer_full"),
     (InvalidStateError, 409, "invalid_state"),
     (DefinitionMismatchError, 409, "definition_mismatch"),
     (InstanceCancelledError, 409, "instance_cancelled"),

@@ -6,7 +6,8 @@ Start its workers as for any Celery app (``run.py`` does it for you)::
 
 Broker and database come from ``SAYIIR_EXAMPLE_BROKER`` (default Redis on 127.0.0.1,
 database 0) and ``SAYIIR_EXAMPLE_DB`` / ``SAYIIR_EXAMPLE_SCHEMA`` (PostgreSQL on
-127.0.0.1, schema ``celery_example``).
+127.0.0.1, schema ``celery_example``). ``SAYIIR_EXAMPLE_KEY_PREFIX`` puts the broker's
+Redis keys under a prefix, to run copies side by side (the tests do).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ app = Celery("shop", broker=os.environ.get("SAYIIR_EXAMPLE_BROKER", "redis://127
 # What the bridge's startup check asks for: one message reserved per worker process.
 app.conf.worker_prefetch_multiplier = 1
 app.conf.broker_connection_retry_on_startup = True
+if os.environ.get("SAYIIR_EXAMPLE_KEY_PREFIX"):
+    app.conf.broker_transport_options = {
+        "global_keyprefix": os.environ["SAYIIR_EXAMPLE_KEY_PREFIX"]
+    }
 
 
 @task("reserve")

@@ -60,7 +60,11 @@ class HistoryEvent:
 
 @dataclass(frozen=True, slots=True)
 class NewInstance:
-    """What ``create`` stores for a new instance."""
+    """What ``create`` stores for a new instance.
+
+    ``trace_context`` is the submitter's W3C trace context (``traceparent``...), set only
+    while tracing is on; it is stored in the ``started`` history event's detail.
+    """
 
     instance_id: str
     workflow_id: str
@@ -71,6 +75,7 @@ class NewInstance:
     owner: str | None = None
     lease_until: float | None = None
     priority: int = 3
+    trace_context: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +254,13 @@ class Backend(Protocol):
     async def unpause(self, instance_id: str, now: float) -> InstanceRecord: ...
 
     async def send_signal(self, instance_id: str, name: str, payload: bytes, now: float) -> None:
-        """Buffer a signal (FIFO per name) and wake the instance if it waits for signals."""
+        """Buffer a signal (FIFO per name) and wake the instance if it waits for that name.
+
+        At most ``rules.MAX_BUFFERED_SIGNALS`` unconsumed signals per instance: at the
+        bound, raise ``rules.signal_buffer_full(...)`` (``SignalBufferFullError``) and
+        store nothing. Count and insert in one transaction with the instance locked
+        (``rules.check_signal_room``), so concurrent senders cannot overshoot.
+        """
         ...
 
     async def next_signal(self, instance_id: str, name: str) -> BufferedSignal | None:

@@ -17,6 +17,7 @@ from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
+from sayiir_core.backends._free import is_free_for
 from sayiir_core.backends.base import (
     BufferedSignal,
     Claim,
@@ -36,6 +37,7 @@ from sayiir_core.backends.rules import (
     apply_control_request,
     apply_reset,
     apply_unpause,
+    check_signal_room,
     check_signal_target,
     committed_record,
     decode_cursor,
@@ -193,29 +195,34 @@ class InMemoryBackend(OpensAndCloses):
 
     async def commit(self, instance_id: str, token: int, write: StepWrite) -> ControlRequest | None:
         with self._lock:
-            stored = self._require(instance_id)
-            if stored.record.claim_token != token or stored.record.owner is None:
-                raise LeaseLostError(
-                    f"instance {instance_id!r}: claim {token} was taken over "
-                    f"(current claim {stored.record.claim_token}); write refused"
-                )
-            # Check every key before writing any, so a refused step leaves nothing behind.
-            keys = [key for key, _ in write.checkpoints]
-            for index, key in enumerate(keys):
-                if key in stored.checkpoints or key in keys[:index]:
-                    raise LeaseLostError(
-                        f"instance {instance_id!r}: step {key!r} is already checkpointed"
-                    )
-            stored.checkpoints.update(write.checkpoints)
-            _drop_checkpointed_steps(stored, write)
-            if write.consumed_signal is not None:
-                stored.signals = [s for s in stored.signals if s.signal_id != write.consumed_signal]
-            stored.record = committed_record(stored.record, write)
-            stored.append_events(write.events)
-            request = stored.record.control_request
+            request = self._commit_locked(instance_id, token, write)
         if write.status.is_terminal:
             self._finished.notify(instance_id)
         return request
+
+    def _commit_locked(
+        self, instance_id: str, token: int, write: StepWrite
+    ) -> ControlRequest | None:
+        stored = self._require(instance_id)
+        if stored.record.claim_token != token or stored.record.owner is None:
+            raise LeaseLostError(
+                f"instance {instance_id!r}: claim {token} was taken over "
+                f"(current claim {stored.record.claim_token}); write refused"
+            )
+        # Check every key before writing any, so a refused step leaves nothing behind.
+        keys = [key for key, _ in write.checkpoints]
+        for index, key in enumerate(keys):
+            if key in stored.checkpoints or key in keys[:index]:
+                raise LeaseLostError(
+                    f"instance {instance_id!r}: step {key!r} is already checkpointed"
+                )
+        stored.checkpoints.update(write.checkpoints)
+        _drop_checkpointed_steps(stored, write)
+        if write.consumed_signal is not None:
+            stored.signals = [s for s in stored.signals if s.signal_id != write.consumed_signal]
+        stored.record = committed_record(stored.record, write)
+        stored.append_events(write.events)
+        return stored.record.control_request
 
     async def request_control(
         self,
@@ -248,6 +255,7 @@ class InMemoryBackend(OpensAndCloses):
         with self._lock:
             stored = self._require(instance_id)
             check_signal_target(stored.record, name)
+            check_signal_room(instance_id, name, len(stored.signals))
             self._signal_ids += 1
             stored.signals.append(BufferedSignal(self._signal_ids, name, payload))
             wakes = signal_wakes(stored.record, name)
@@ -393,6 +401,39 @@ class InMemoryBackend(OpensAndCloses):
 
     async def wait_for_step_results(self, max_wait: float) -> None:
         await self._step_notifier.wait(max_wait)
+
+    # -- AdvanceQueue (see step_queue.py): each under the lock, so nothing in between --
+
+    async def claim_if_free(
+        self,
+        instance_id: str,
+        owner: str,
+        definitions: Mapping[str, str],
+        ttl: float,
+        now: float,
+    ) -> Claim | None:
+        with self._lock:
+            stored = self._instances.get(instance_id)
+            if stored is None or not is_free_for(stored.record, definitions, now):
+                return None
+            return self._take(stored, owner, ttl, now)
+
+    async def commit_and_publish(
+        self, instance_id: str, token: int, write: StepWrite, tickets: Sequence[StepTicket]
+    ) -> ControlRequest | None:
+        with self._lock:
+            for ticket in tickets:
+                self._require(ticket.ref.instance_id)  # refused before anything changes
+            # Only after an accepted commit (it raises when the fence does not hold).
+            request = self._commit_locked(instance_id, token, write)
+            for ticket in tickets:
+                stored = self._instances[ticket.ref.instance_id]
+                stored.steps.setdefault(ticket.ref, _QueuedStep(ticket))
+        if tickets:
+            self._notifier.notify()
+        if write.status.is_terminal:
+            self._finished.notify(instance_id)
+        return request
 
     def _queued(self, ref: StepRef) -> _QueuedStep | None:
         stored = self._instances.get(ref.instance_id)

@@ -16,9 +16,10 @@ from sayiir_core.backends.base import (
     NewInstance,
     StepWrite,
 )
-from sayiir_core.errors import InstanceNotFoundError, InvalidStateError
+from sayiir_core.errors import InstanceNotFoundError, InvalidStateError, SignalBufferFullError
 from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.status import Status
+from sayiir_core.telemetry.propagation import TRACE_CONTEXT_KEY
 
 # Statuses a worker picks up as soon as the lease is free; parked ones wait for wake_at.
 _READY = frozenset({Status.PENDING, Status.RUNNING})
@@ -52,7 +53,9 @@ def new_record(
         lease_until=new.lease_until,
         priority=new.priority,
     )
-    event = HistoryEvent("started", new.now, worker_id=new.owner)
+    # The submitter's trace context rides in the event, so no backend needs a column.
+    detail = {TRACE_CONTEXT_KEY: dict(new.trace_context)} if new.trace_context else None
+    event = HistoryEvent("started", new.now, worker_id=new.owner, detail=detail)
     return record, event
 
 
@@ -172,6 +175,33 @@ def check_signal_target(record: InstanceRecord, name: str) -> None:
             f"signal {name!r} not sent: workflow instance {record.instance_id!r} is already "
             f"{record.status}"
         )
+
+
+# At most this many unconsumed signals wait per instance; the next send is refused.
+# A workflow consumes its signals one ``wait_for_signal`` at a time, so more than this
+# is a sender looping, or signals under a name nothing reads: refused, not piled up.
+MAX_BUFFERED_SIGNALS = 1_000
+
+
+def check_signal_room(instance_id: str, name: str, buffered: int) -> None:
+    """Refuse a signal when ``buffered`` (the instance's unconsumed signals) is at the bound.
+
+    Backends call this inside the transaction that would insert the signal, with the
+    instance locked, so concurrent sends cannot overshoot and nothing is stored.
+    """
+    if buffered >= MAX_BUFFERED_SIGNALS:
+        raise signal_buffer_full(instance_id, name)
+
+
+def signal_buffer_full(instance_id: str, name: str) -> SignalBufferFullError:
+    return SignalBufferFullError(
+        f"signal {name!r} not sent: workflow instance {instance_id!r} already buffers "
+        f"{MAX_BUFFERED_SIGNALS} unconsumed signals (the most it may); they are consumed "
+        "by its wait_for_signal steps",
+        instance_id=instance_id,
+        signal_name=name,
+        limit=MAX_BUFFERED_SIGNALS,
+    )
 
 
 def signal_wakes(record: InstanceRecord, name: str) -> bool:

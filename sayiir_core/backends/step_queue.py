@@ -21,7 +21,10 @@ names the instance, step and attempt) claims that one step with ``claim_step``; 
 claim token it gets fences its ``renew_step`` and ``finish_step`` like any other.
 
 A backend offers the queue by implementing ``StepQueue`` next to ``Backend``; workers
-on a backend without it run every step of an instance themselves.
+on a backend without it run every step of an instance themselves. ``AdvanceQueue`` is
+optional on top: the two writes of a dispatched advance, each atomic (memory, Django,
+and PostgreSQL in one statement each); ``advance_queue`` builds them from the other
+methods for any other backend.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from sayiir_core.backends._free import is_free_for
+from sayiir_core.backends.base import Backend, Claim, ControlRequest, StepWrite
 from sayiir_core.machine.state import ErrorInfo
 
 
@@ -144,3 +149,99 @@ class StepQueue(Protocol):
     async def wait_for_step_results(self, max_wait: float) -> None:
         """Return when a step may have finished, or after ``max_wait`` seconds."""
         ...
+
+
+@runtime_checkable
+class AdvanceQueue(Protocol):
+    """Optional: the two writes of a dispatched advance, each in one round trip.
+
+    An advance that dispatches its steps elsewhere (``runtime.dispatch``) takes the
+    instance only if nobody holds it, and ends with one write: the checkpoints, the
+    parked state, the release and the newly ready steps. A backend offering these does
+    each in one statement; ``advance_queue`` builds them from ``Backend`` and
+    ``StepQueue`` methods for any other.
+    """
+
+    async def claim_if_free(
+        self,
+        instance_id: str,
+        owner: str,
+        definitions: Mapping[str, str],
+        ttl: float,
+        now: float,
+    ) -> Claim | None:
+        """Claim the instance unless that would take it from someone; else ``None``.
+
+        ``None``, changing nothing, when it does not exist, is finished, has a live
+        claim, is paused with nothing asked of it, or runs a definition not in
+        ``definitions`` (``{workflow_id: definition_hash}``). A write in progress on the
+        instance is waited for, and the instance judged as that write left it.
+        """
+        ...
+
+    async def commit_and_publish(
+        self, instance_id: str, token: int, write: StepWrite, tickets: Sequence[StepTicket]
+    ) -> ControlRequest | None:
+        """``commit`` plus ``publish_steps``, in one transaction.
+
+        The tickets are queued only if the commit is accepted (the fence holds); raises
+        like ``commit`` (``LeaseLostError``, ``PayloadTooLargeError``, for an input too).
+        """
+        ...
+
+
+class _AdvanceFromParts:
+    """``AdvanceQueue`` built from ``Backend`` and ``StepQueue`` methods (more round trips)."""
+
+    def __init__(self, backend: Backend, queue: StepQueue) -> None:
+        self._backend = backend
+        self._queue = queue
+
+    async def claim_if_free(
+        self,
+        instance_id: str,
+        owner: str,
+        definitions: Mapping[str, str],
+        ttl: float,
+        now: float,
+    ) -> Claim | None:
+        return await claim_if_free(self._backend, instance_id, owner, definitions, ttl, now)
+
+    async def commit_and_publish(
+        self, instance_id: str, token: int, write: StepWrite, tickets: Sequence[StepTicket]
+    ) -> ControlRequest | None:
+        # Published first: a step is on record as dispatched only once it is queued. A
+        # refused commit leaves queued tickets that nobody sends; the next holder
+        # publishes the same refs again (a no-op) and sends them.
+        await self._queue.publish_steps(tickets)
+        return await self._backend.commit(instance_id, token, write)
+
+
+async def claim_if_free(
+    backend: Backend,
+    instance_id: str,
+    owner: str,
+    definitions: Mapping[str, str],
+    ttl: float,
+    now: float,
+) -> Claim | None:
+    """``AdvanceQueue.claim_if_free`` on any backend: native when it has one.
+
+    Without it, a read then a claim: another claim between the two can still be taken
+    over (the shipped backends all have the atomic one).
+    """
+    if isinstance(backend, AdvanceQueue):
+        return await backend.claim_if_free(instance_id, owner, definitions, ttl, now)
+    record = await backend.get_record(instance_id)
+    if record is None or not is_free_for(record, definitions, now):
+        return None
+    return await backend.claim(instance_id, owner, ttl, now)
+
+
+def advance_queue(backend: Backend) -> AdvanceQueue:
+    """The backend's ``AdvanceQueue``, or one built from its other methods."""
+    if isinstance(backend, AdvanceQueue):
+        return backend
+    if not isinstance(backend, StepQueue):
+        raise TypeError(f"{type(backend).__name__} has no step queue")
+    return _AdvanceFromParts(backend, backend)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 from sayiir_core.backends.base import Backend
 from sayiir_core.workflow.builder import Flow
-from sayiir_core.workflow.graph import ChildFlowNode, ForkNode, Pipeline, RouteNode, SignalNode
 from sayiir_core.workflow.workflow import Workflow
 
 
@@ -66,7 +64,7 @@ async def awaited_signal_names(workflow: Workflow, instance_id: str, backend: Ba
     checkpoint; its signals show up as candidates, which is good enough for a hint.
     """
     names: list[str] = []
-    for node in _signal_nodes(workflow.pipeline):
+    for node in workflow.signals.values():
         if node.signal_name in names:
             continue
         if await backend.get_checkpoint(instance_id, node.node_id) is None:
@@ -111,19 +109,3 @@ def _resolve(module: Any, module_name: str, attribute: str) -> Any:
         except AttributeError:
             raise TargetError(f"module {module_name!r} has no attribute {attribute!r}") from None
     return found
-
-
-def _signal_nodes(pipeline: Pipeline) -> Iterator[SignalNode]:
-    for node in pipeline:
-        if isinstance(node, SignalNode):
-            yield node
-        elif isinstance(node, ForkNode):
-            for branch in node.branches:
-                yield from _signal_nodes(branch)
-        elif isinstance(node, RouteNode):
-            for _, branch in node.branches:
-                yield from _signal_nodes(branch)
-            if node.default is not None:
-                yield from _signal_nodes(node.default)
-        elif isinstance(node, ChildFlowNode):
-            yield from _signal_nodes(node.pipeline)

@@ -107,7 +107,7 @@ def _advance(
     if state.status == Status.PAUSED:
         return state.freeze(Status.PAUSED), []
     walker = _Walker(state, now, running, cache)
-    outcome = walker.walk(workflow.pipeline, snapshot.input)
+    outcome = walker.walk_top(workflow.pipeline, snapshot.input)
     if isinstance(outcome, _Failed):
         return state.freeze(Status.FAILED, error=outcome.error), [Fail(outcome.error)]
     if isinstance(outcome, _Done):
@@ -243,6 +243,20 @@ class _Walker:
         if any(isinstance(command, AwaitSignal) for command in self.commands):
             return Status.AWAITING_SIGNAL
         return Status.WAITING
+
+    def walk_top(self, pipeline: Pipeline, value: Any) -> _Outcome:
+        """``walk`` of the workflow's own pipeline, skipping the nodes an earlier call
+        found done (only the top level: a nested pipeline object may be reused with
+        different inputs)."""
+        first, value = self._cache.pipeline_start() or (0, value)
+        for index in range(first, len(pipeline)):
+            outcome = self._step(pipeline[index], value)
+            if not isinstance(outcome, _Done):
+                self._cache.remember_pipeline(index, value)
+                return outcome
+            value = outcome.value
+        self._cache.remember_pipeline(len(pipeline), value)
+        return _Done(value)
 
     def walk(self, pipeline: Pipeline, value: Any) -> _Outcome:
         for node in pipeline:

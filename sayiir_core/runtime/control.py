@@ -24,7 +24,7 @@ from sayiir_core.backends.base import (
 )
 from sayiir_core.backends.rules import missing
 from sayiir_core.codec import DEFAULT_CODEC, Codec
-from sayiir_core.errors import DefinitionMismatchError, WaitTimeoutError
+from sayiir_core.errors import DefinitionMismatchError, UnknownSignalError, WaitTimeoutError
 from sayiir_core.ids import validate_instance_id
 from sayiir_core.machine import Tick, advance, start
 from sayiir_core.runtime.checks import require_backend
@@ -32,6 +32,7 @@ from sayiir_core.runtime.convert import status_from
 from sayiir_core.runtime.executor import encode_or_raise
 from sayiir_core.runtime.runner import DEFAULT_PRIORITY, next_priority
 from sayiir_core.status import Status, WorkflowStatus
+from sayiir_core.telemetry.propagation import current_trace_context
 from sayiir_core.workflow.require import require_workflow
 from sayiir_core.workflow.workflow import Workflow
 
@@ -68,6 +69,8 @@ class InstanceControl:
         self.conflict_policy = conflict_policy_from(conflict_policy)
         self.clock = clock
         self._opened_in: int | None = None  # the pid of the process that opened it
+        # Workflows by id whose signal names ``send_signal`` checks (see ``know``).
+        self.known_workflows: dict[str, Workflow] = {}
 
     async def open(self) -> None:
         """Open the backend once per process (``open`` is idempotent; a call costs a check)."""
@@ -88,8 +91,13 @@ class InstanceControl:
         *,
         conflict_policy: str | ConflictPolicy | None = None,
     ) -> WorkflowStatus:
-        """Store a new instance for a worker to run; does not run any step."""
+        """Store a new instance for a worker to run; does not run any step.
+
+        The workflow becomes known (``know``): signals to its instances under a name it
+        never waits for are refused from then on.
+        """
         require_workflow(workflow, "submit()")
+        self.known_workflows[workflow.workflow_id] = workflow
         await self.open()
         new = self.new_instance(workflow, instance_id, input_value, self.clock())
         record, created = await self.backend.create(new, self.policy(conflict_policy))
@@ -153,10 +161,28 @@ class InstanceControl:
         await self.open()
         return status_from(await self.backend.unpause(instance_id, self.clock()), self.codec)
 
+    def know(self, *workflows: Workflow) -> None:
+        """Remember ``workflows``, so ``send_signal`` can refuse names they never wait for."""
+        for workflow in workflows:
+            require_workflow(workflow, "know()")
+            self.known_workflows[workflow.workflow_id] = workflow
+
     async def send_signal(self, instance_id: str, signal_name: str, payload: Any) -> None:
+        """Buffer a signal for the instance; a known workflow's unawaited name is refused.
+
+        When this object knows the instance's workflow (same id and definition hash,
+        see ``know``), a name that workflow never waits for raises
+        ``UnknownSignalError`` before anything is sent. Otherwise the backend buffers
+        it, up to ``MAX_BUFFERED_SIGNALS`` per instance (``SignalBufferFullError``).
+        """
         validate_instance_id(instance_id)
         await self.open()
         encoded = encode_or_raise(self.codec, payload, f"payload of signal {signal_name!r}")
+        if self.known_workflows:  # no read when nothing is known: the backend decides
+            record = await self.require(instance_id)
+            workflow = self.known_workflows.get(record.workflow_id)
+            if workflow is not None and workflow.definition_hash == record.definition_hash:
+                refuse_unawaited_signal(record, workflow, signal_name)
         await self.backend.send_signal(instance_id, signal_name, encoded, self.clock())
 
     async def get_task_result(self, instance_id: str, task_id: str) -> Any:
@@ -231,6 +257,7 @@ class InstanceControl:
             owner=owner,
             lease_until=now + lease_ttl if owner is not None else None,
             priority=next_priority(first_steps) or DEFAULT_PRIORITY,
+            trace_context=current_trace_context(),
         )
 
 
@@ -249,6 +276,29 @@ def refuse_another_workflow(existing: InstanceRecord, workflow: Workflow) -> Non
             "conflict_policy='use_existing' only reuses an instance of the same workflow: "
             "choose another instance id"
         )
+
+
+def refuse_unawaited_signal(record: InstanceRecord, workflow: Workflow, signal_name: str) -> None:
+    """Refuse a signal ``workflow`` (the instance's definition) can never wait for.
+
+    Nothing would ever consume it: it would only sit in the instance's buffer.
+    """
+    awaited = workflow.signal_names
+    if signal_name in awaited:
+        return
+    waits_for = (
+        "it waits for " + ", ".join(repr(name) for name in awaited)
+        if awaited
+        else "it waits for no signal at all"
+    )
+    raise UnknownSignalError(
+        f"signal {signal_name!r} not sent: workflow {workflow.workflow_id!r} of instance "
+        f"{record.instance_id!r} never waits for it; {waits_for}",
+        instance_id=record.instance_id,
+        workflow_id=workflow.workflow_id,
+        signal_name=signal_name,
+        awaited=awaited,
+    )
 
 
 def _not_finished(record: InstanceRecord, timeout: float | None) -> str:

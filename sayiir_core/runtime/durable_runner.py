@@ -28,6 +28,7 @@ from sayiir_core.backends.base import (
     StepWrite,
 )
 from sayiir_core.backends.rules import committed_record
+from sayiir_core.backends.step_queue import claim_if_free
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import DefinitionMismatchError, LeaseLostError
 from sayiir_core.machine import CancelRequested, Event, PauseRequested, Snapshot, start
@@ -37,6 +38,15 @@ from sayiir_core.runtime.executor import Executor
 from sayiir_core.runtime.history import EventListener
 from sayiir_core.runtime.runner import DURABLE_RUN, InstanceRunner, ParkPolicy
 from sayiir_core.status import Status, WorkflowStatus
+from sayiir_core.telemetry.instances import (
+    InstanceObservation,
+    count_takeover,
+    observe_instance,
+    tracing_on,
+)
+from sayiir_core.telemetry.logs import InstanceLogger
+from sayiir_core.telemetry.otel import any_on
+from sayiir_core.telemetry.propagation import stored_trace_context
 from sayiir_core.workflow.require import require_workflow
 from sayiir_core.workflow.workflow import Workflow
 
@@ -116,7 +126,9 @@ class DurableRunner:
             refuse_another_workflow(record, workflow)
             return status_from(record, self.codec)
         snapshot = start(self.codec.decode(record.input))
-        return await self._run_owned(workflow, record, snapshot, record.claim_token, None)
+        return await self._run_owned(
+            workflow, record, snapshot, record.claim_token, None, created_here=True
+        )
 
     async def resume(
         self, workflow: Workflow, instance_id: str, *, allow_definition_change: bool = False
@@ -131,6 +143,8 @@ class DurableRunner:
         ):
             return status_from(record, self.codec)
         claim = await self.backend.claim(instance_id, self.owner_id, self.lease_ttl, self._clock())
+        if record.owner is not None and record.owner != self.owner_id:
+            count_takeover(record.workflow_id)
         if record.definition_hash != workflow.definition_hash:
             await self._rebind(claim, workflow)
         return await self.run_claimed(workflow, claim, DURABLE_RUN)
@@ -195,11 +209,46 @@ class DurableRunner:
         *,
         park: ParkPolicy = DURABLE_RUN,
         stop: asyncio.Event | None = None,
+        created_here: bool = False,
     ) -> WorkflowStatus:
-        """Run until the instance finishes or parks; ``record`` is it as claimed."""
+        """Run until the instance finishes or parks; ``record`` is it as claimed.
+
+        With telemetry on, the run is one span: under the current span when the
+        instance was ``created_here``, else under the trace context stored at submit.
+        """
+        observation = None
+        if any_on():
+            parent = None
+            if not created_here and tracing_on():
+                parent = await stored_trace_context(self.backend, record.instance_id)
+            observation = observe_instance(
+                workflow.workflow_id, record.instance_id, record.created_at, self.owner_id, parent
+            )
+        if observation is None:
+            return await self._run_loop(workflow, record, snapshot, token, first, park, stop, None)
+        with observation:
+            status = await self._run_loop(
+                workflow, record, snapshot, token, first, park, stop, observation
+            )
+            observation.finish(status.status)
+        return status
+
+    async def _run_loop(
+        self,
+        workflow: Workflow,
+        record: InstanceRecord,
+        snapshot: Snapshot,
+        token: int,
+        first: Event | None,
+        park: ParkPolicy,
+        stop: asyncio.Event | None,
+        observation: InstanceObservation | None,
+    ) -> WorkflowStatus:
         instance_id = record.instance_id
         while True:
-            sink = ClaimedSink(self.backend, instance_id, token, self.on_event)
+            sink = ClaimedSink(
+                self.backend, instance_id, token, self.on_event, observation=observation
+            )
             runner = InstanceRunner(
                 workflow,
                 instance_id,
@@ -216,10 +265,18 @@ class DurableRunner:
             if not await self._should_go_on(instance_id, runner):
                 break
             # A signal arrived while the instance parked, or an unpause while its pause
-            # settled: take it back and go on.
-            claim = await self.backend.claim(
-                instance_id, self.owner_id, self.lease_ttl, self._clock()
+            # settled: take it back and go on, unless a worker claimed it meanwhile
+            # (the same signal woke it): taking that claim over would fence its run.
+            claim = await claim_if_free(
+                self.backend,
+                instance_id,
+                self.owner_id,
+                {workflow.workflow_id: workflow.definition_hash},
+                self.lease_ttl,
+                self._clock(),
             )
+            if claim is None:
+                break
             snapshot, token, first = snapshot_from(claim.instance, self.codec), claim.token, None
             record = claim.instance.record
         final = sink.last_write
@@ -243,6 +300,8 @@ class DurableRunner:
             await run
         except asyncio.CancelledError:
             if sink.lost:
+                if sink.observation is not None:
+                    sink.observation.lease_lost()
                 raise LeaseLostError(
                     f"instance {instance_id!r}: lease lost to another owner; stopped"
                 ) from None
@@ -275,7 +334,9 @@ class DurableRunner:
             except Exception:
                 # The database is unreachable for now: try again at the next beat; the
                 # lease still has two beats to run before anyone may take it over.
-                logger.warning("instance %r: lease renewal failed; retrying", instance_id)
+                InstanceLogger(logger, instance_id).warning(
+                    "instance %r: lease renewal failed; retrying", instance_id
+                )
                 continue
             if not renewed:
                 sink.lost = True
@@ -316,18 +377,32 @@ class ClaimedSink:
     """Writes steps under a claim token; knows whether the claim was released or lost."""
 
     def __init__(
-        self, backend: Backend, instance_id: str, token: int, on_event: EventListener | None
+        self,
+        backend: Backend,
+        instance_id: str,
+        token: int,
+        on_event: EventListener | None,
+        *,
+        observation: InstanceObservation | None = None,
     ) -> None:
         self._backend = backend
         self._instance_id = instance_id
         self._token = token
         self._on_event = on_event
+        self.observation = observation
         self.lost = False
         self.last_write: StepWrite | None = None
 
     async def write(self, write: StepWrite) -> ControlRequest | None:
-        request = await self._backend.commit(self._instance_id, self._token, write)
+        try:
+            request = await self._backend.commit(self._instance_id, self._token, write)
+        except LeaseLostError:
+            if self.observation is not None:
+                self.observation.commit_fenced()
+            raise
         self.last_write = write
+        if self.observation is not None:
+            self.observation.on_events(write.events)
         if self._on_event is not None:
             for event in write.events:
                 self._on_event(self._instance_id, event)

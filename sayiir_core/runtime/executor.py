@@ -20,15 +20,19 @@ import traceback
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import SerializationError, TaskTimeoutError
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.runtime.context import TaskExecutionContext, set_task_context
 from sayiir_core.runtime.task_threads import TaskThreads
+from sayiir_core.telemetry.steps import attach_in_thread, observe_step
 from sayiir_core.workflow.graph import TaskNode
 from sayiir_core.workflow.loop_result import LoopResult
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +177,22 @@ class LocalExecutor:
         self._pool = None
 
     async def execute(self, request: TaskRequest) -> TaskOutcome:
+        # Nobody can have switched telemetry on before importing OpenTelemetry: then the
+        # off path costs one dictionary lookup.
+        observation = observe_step(request) if "opentelemetry" in sys.modules else None
+        if observation is None:
+            return await self._attempt(request, None)
+        with observation:
+            outcome = await self._attempt(request, observation.context)
+            observation.finish(outcome)
+        return outcome
+
+    async def _attempt(self, request: TaskRequest, trace_context: Context | None) -> TaskOutcome:
         started = time.time()
         node = request.task
         try:
             argument = _validated_input(node, request.input)
-            output = await self._call(request, argument)
+            output = await self._call(request, argument, trace_context)
             encoded = encode_output(self._codec, output, request.key)
             # The next step sees what a resume would read back; a scalar reads back as
             # itself, so only containers (tuples become lists...) pay for the decode.
@@ -193,7 +208,9 @@ class LocalExecutor:
             )
         return TaskSuccess(value, encoded, started, time.time())
 
-    async def _call(self, request: TaskRequest, argument: Any) -> Any:
+    async def _call(
+        self, request: TaskRequest, argument: Any, trace_context: Context | None
+    ) -> Any:
         node = request.task
         context = TaskExecutionContext(
             workflow_id=request.workflow_id,
@@ -215,7 +232,7 @@ class LocalExecutor:
                 if is_async:
                     return await _run_async(node.fn, argument, context)
                 threads = self._thread_pool()
-                call = functools.partial(_run_sync, node.fn, argument, context)
+                call = functools.partial(_run_sync, node.fn, argument, context, trace_context)
                 future = threads.submit(call, label=f"{request.key!r} of {request.instance_id!r}")
                 try:
                     result = await asyncio.wrap_future(future)
@@ -311,9 +328,13 @@ def _run_sync(
     fn: Callable[..., Any],
     argument: Any,
     context: TaskExecutionContext,
+    trace_context: Context | None = None,
 ) -> Any:
     def call() -> Any:
         set_task_context(context)
+        # The fresh Context below starts without the step's span: carry it over, so the
+        # task's own spans and logs nest under its step.
+        attach_in_thread(trace_context)
         return fn(argument)
 
     return contextvars.Context().run(call)

@@ -68,6 +68,12 @@ class StepSink(Protocol):
         ...
 
 
+def discards_writes(sink: StepSink) -> bool:
+    """True for a sink that keeps nothing (``discards_writes = True`` on it): the runner
+    then builds no ``StepWrite`` (history events, control state...) for it to drop."""
+    return getattr(sink, "discards_writes", False) is True
+
+
 @dataclass(frozen=True, slots=True)
 class ParkPolicy:
     """When the runner stops and leaves a parked instance for later.
@@ -111,6 +117,7 @@ class InstanceRunner:
         self._executor = executor
         self._codec = codec
         self._sink = sink
+        self._discard_writes = discards_writes(sink)
         self._park = park
         self._worker_id = worker_id
         self._clock = clock
@@ -121,7 +128,9 @@ class InstanceRunner:
         # Steps finished and not yet collected, in the order they finished: waiting on all
         # of _in_flight each time would cost O(steps running) per completion.
         self._finished: deque[str] = deque()
-        self._step_finished = asyncio.Event()
+        # Set while _wait_for_tasks sleeps; _step_done resolves it. A bare future and a
+        # timer, not wait_for(Event.wait()): that made an asyncio task per step.
+        self._step_waiter: asyncio.Future[None] | None = None
         self._attempts: dict[str, int] = {}
         self._events: deque[Event] = deque()
         self._outcomes: dict[str, TaskOutcome] = {}
@@ -203,6 +212,11 @@ class InstanceRunner:
         )
         self.snapshot = after
         if not _changed(before, after):
+            return
+        if self._discard_writes:
+            if after.status is Status.COMPLETED:
+                # As a stored run would: an output that cannot be encoded fails here too.
+                self._codec.encode(after.output)
             return
         now = self._clock()
         # A pause is final only once the steps still running have checkpointed.
@@ -336,13 +350,9 @@ class InstanceRunner:
         wake = self._wake_at()
         if wake is not None:
             timeout = min(timeout, max(0.0, wake - self._clock()))
-        if not self._finished:
-            self._step_finished.clear()
-            try:
-                await asyncio.wait_for(self._step_finished.wait(), timeout)
-            except TimeoutError:
-                await self._check_control()
-                return
+        if not self._finished and not await self._step_finishes_within(timeout):
+            await self._check_control()
+            return
         while self._finished:
             key = self._finished.popleft()
             task = self._in_flight.pop(key)
@@ -353,10 +363,24 @@ class InstanceRunner:
                 continue
             self._events.append(self._outcome_event(key, outcome))
 
+    async def _step_finishes_within(self, seconds: float) -> bool:
+        """Sleep until a step finishes (True) or ``seconds`` pass (False)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, waiter)
+        self._step_waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._step_waiter = None
+            timer.cancel()
+        return bool(self._finished)
+
     def _step_done(self, key: str, task: asyncio.Task[TaskOutcome]) -> None:
         if self._in_flight.get(key) is task:  # else cancelled as the run ended
             self._finished.append(key)
-            self._step_finished.set()
+            if self._step_waiter is not None:
+                _resolve(self._step_waiter)
 
     def _outcome_event(self, key: str, outcome: TaskOutcome) -> Event:
         self._outcomes[key] = outcome
@@ -402,6 +426,11 @@ class InstanceRunner:
             if wait.reason == "retry" and limit is not None and wait.when - now > limit:
                 return True
         return False
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _NothingToWaitForError(RuntimeError):

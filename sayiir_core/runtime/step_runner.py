@@ -19,6 +19,9 @@ from sayiir_core.errors import PayloadTooLargeError
 from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.runtime.executor import Executor, TaskOutcome, TaskRequest, TaskSuccess
+from sayiir_core.telemetry.logs import InstanceLogger
+from sayiir_core.telemetry.propagation import attached, stored_parent
+from sayiir_core.telemetry.steps import current_worker_id
 from sayiir_core.workflow.workflow import Workflow
 
 logger = logging.getLogger("sayiir.worker")
@@ -46,18 +49,19 @@ async def run_claimed_step(
     it; this never touches the instance. Task errors are outcomes, not exceptions.
     """
     ref = claimed.ticket.ref
+    log = _step_logger(claimed)
     started = time.time()
     request = _request(claimed, registry, codec)
     if isinstance(request, ErrorInfo):
         result = StepResult(worker_id, started, time.time(), error=request)
     else:
-        run = asyncio.ensure_future(executor.execute(request))
+        run = asyncio.ensure_future(_execute(executor, request, queue, worker_id))
         heartbeat = asyncio.create_task(_keep_lease(claimed, queue, ttl, run))
         try:
             outcome = await run
         except asyncio.CancelledError:
             if heartbeat.done() and not heartbeat.cancelled() and heartbeat.result() is False:
-                logger.info("[%s] shared step %s withdrawn or taken over", ref.instance_id, ref)
+                log.info("[%s] shared step %s withdrawn or taken over", ref.instance_id, ref)
                 return
             raise
         finally:
@@ -73,12 +77,35 @@ async def run_claimed_step(
         too_large = StepResult(worker_id, result.started_at, result.finished_at, error=info)
         stored = await queue.finish_step(ref, claimed.token, too_large)
     if not stored:
-        logger.info(
+        log.info(
             "[%s] step %r attempt %d: taken over meanwhile; result discarded",
             ref.instance_id,
             ref.step_key,
             ref.attempt,
         )
+
+
+def _step_logger(claimed: ClaimedStep) -> InstanceLogger:
+    ref = claimed.ticket.ref
+    return InstanceLogger(
+        logger,
+        ref.instance_id,
+        workflow_id=claimed.ticket.workflow_id,
+        task_id=task_id_of_key(ref.step_key),
+    )
+
+
+async def _execute(
+    executor: Executor, request: TaskRequest, queue: StepQueue, worker_id: str
+) -> TaskOutcome:
+    # Continue the submitter's trace: the stored context is read (from the queue's
+    # history, when it is the backend) only while tracing is on.
+    parent = await stored_parent(queue, request.instance_id)
+    if parent is None:
+        return await executor.execute(request)
+    current_worker_id.set(worker_id)  # this asyncio task's own context
+    with attached(parent):
+        return await executor.execute(request)
 
 
 def _request(

@@ -10,15 +10,11 @@ the others once the lease (``claim_ttl``) expires.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
-import os
-import threading
 import time
 from collections.abc import Coroutine, Iterable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any, TypeVar
 
 from sayiir_core.backends.base import Backend, Claim, InstanceRecord
 from sayiir_core.backends.step_queue import ClaimedStep, StepQueue
@@ -28,15 +24,23 @@ from sayiir_core.runtime.checks import require_backend, require_workflows
 from sayiir_core.runtime.durable_runner import DurableRunner, check_definition
 from sayiir_core.runtime.executor import Executor, LocalExecutor, safe_str
 from sayiir_core.runtime.history import EventListener
-from sayiir_core.runtime.loop_thread import loop_of_sync_api, submit
 from sayiir_core.runtime.runner import ParkPolicy
 from sayiir_core.runtime.shared_steps import SharingExecutor
 from sayiir_core.runtime.step_runner import run_claimed_step
 from sayiir_core.runtime.storage_health import StorageHealth, one_line
+from sayiir_core.runtime.worker_handle import WorkerHandle
 from sayiir_core.status import Status
+from sayiir_core.telemetry.logs import InstanceLogger
 from sayiir_core.workflow.workflow import Workflow
 
+__all__ = ["RELEASE_WITHIN", "Worker", "WorkerHandle"]
+
 logger = logging.getLogger("sayiir.worker")
+
+# Seconds the releases after a shutdown grace may take before the leases are left to run out.
+RELEASE_WITHIN = 10.0
+
+_Of = TypeVar("_Of")  # what a running task of the worker works for
 
 
 class Worker:
@@ -91,22 +95,37 @@ class Worker:
     def __repr__(self) -> str:
         return f"Worker({self.worker_id!r}, concurrency={self.concurrency})"
 
-    def start(self, workflows: Iterable[Workflow]) -> WorkerHandle:
-        """Run the worker in the background, on the loop thread behind the sync API."""
+    def start(self, workflows: Iterable[Workflow], *, grace: float | None = None) -> WorkerHandle:
+        """Run the worker in the background, on the loop thread behind the sync API.
+
+        ``grace``: how long ``shutdown()`` lets running steps finish (see ``run``).
+        """
         # Checked here, in the caller: a wrong item must not crash later in the background.
-        handle = WorkerHandle(self, require_workflows(workflows, "Worker.start()"))
+        _check_grace(grace)
+        handle = WorkerHandle(self, require_workflows(workflows, "Worker.start()"), grace=grace)
         handle._start()
         return handle
 
     async def run(
-        self, workflows: Iterable[Workflow], *, stop: asyncio.Event | None = None
+        self,
+        workflows: Iterable[Workflow],
+        *,
+        stop: asyncio.Event | None = None,
+        grace: float | None = None,
     ) -> None:
         """Claim and run instances until ``stop`` is set; then finish the running steps.
 
         On stop, running instances finish the steps already started, write them and
         release their claims; nothing new starts. Until its own instances are done the
         worker still runs the shared steps they are waiting for.
+
+        ``grace`` bounds that drain: steps still running ``grace`` seconds after
+        ``stop`` was set are cancelled and their claims (instances and shared steps)
+        released at once, so another worker takes them over now rather than after the
+        lease (``claim_ttl``). Those steps run again there; nothing they did is
+        checkpointed here. ``None`` waits for them however long they take.
         """
+        _check_grace(grace)
         checked = require_workflows(workflows, "Worker.run()")
         registry = {workflow.workflow_id: workflow for workflow in checked}
         if not registry:
@@ -132,27 +151,40 @@ class Worker:
         mismatches = _MismatchReporter(self.backend, self.worker_id, registry)
         # Running tasks, each with the instance it works for.
         instances: dict[asyncio.Task[None], str] = {}
-        steps: dict[asyncio.Task[None], str] = {}
+        steps: dict[asyncio.Task[None], ClaimedStep] = {}
         slot_freed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        give_up_at: float | None = None  # loop time when the grace after a stop runs out
 
         def spawn(
-            tasks: dict[asyncio.Task[None], str], work: Coroutine[Any, Any, None], of: str
+            tasks: dict[asyncio.Task[None], _Of],
+            work: Coroutine[Any, Any, None],
+            of: _Of,
+            name: str,
         ) -> None:
-            task = asyncio.create_task(work, name=f"sayiir-worker:{of}")
+            task = asyncio.create_task(work, name=f"sayiir-worker:{name}")
             tasks[task] = of
             task.add_done_callback(lambda done: tasks.pop(done, None))
             task.add_done_callback(lambda _: slot_freed.set())
 
         try:
             while not (stop.is_set() and not instances):
+                if stop.is_set() and grace is not None:
+                    give_up_at = give_up_at if give_up_at is not None else loop.time() + grace
+                    if loop.time() >= give_up_at:
+                        break
                 free = 0 if stop.is_set() else self.concurrency - len(instances)
                 if free > 0 and self._threads_stuck(local):
                     free = 0  # a new instance's sync steps would only queue behind hung ones
                 free_steps = self.concurrency - len(steps) if queue is not None else 0
                 claims = await self._claim(definitions, free) if free > 0 else []
                 for claim in claims:
+                    instance_id = claim.instance.record.instance_id
                     work = self._run_one(runner, registry, claim, stop)
-                    spawn(instances, work, claim.instance.record.instance_id)
+                    earlier = [task for task, of in instances.items() if of == instance_id]
+                    if earlier:  # still running here: see _run_after
+                        work = self._run_after(earlier, runner, claim, work)
+                    spawn(instances, work, instance_id, instance_id)
                 shared: list[ClaimedStep] = []
                 if queue is not None and free_steps > 0:
                     # Once stopping, only the steps its own instances wait for.
@@ -160,7 +192,7 @@ class Worker:
                     shared = await self._claim_steps(queue, definitions, free_steps, mine)
                     for step in shared:
                         work = self._run_step(queue, local, registry, step)
-                        spawn(steps, work, step.ticket.ref.instance_id)
+                        spawn(steps, work, step, step.ticket.ref.instance_id)
                 if (claims and len(claims) == free) or (shared and len(shared) == free_steps):
                     continue  # there may be more work than free slots: look again at once
                 if free > len(claims):  # idle slots: say which instances it will not run
@@ -170,9 +202,22 @@ class Worker:
                     stop,
                     slot_freed,
                     wait_for_work=free > len(claims) or free_steps > len(shared),
+                    until=give_up_at,
                 )
-            if instances or steps:
-                await asyncio.gather(*instances, *steps, return_exceptions=True)
+            # Left: shared steps run for other instances, or all, if the grace ran out.
+            pending = {*instances, *steps}
+            if grace is not None and give_up_at is None:
+                give_up_at = loop.time() + grace
+            left = None if give_up_at is None else max(0.0, give_up_at - loop.time())
+            if pending and left != 0.0:
+                _, pending = await asyncio.wait(pending, timeout=left)
+            if pending:
+                await self._abandon(
+                    runner,
+                    queue,
+                    {task: of for task, of in instances.items() if task in pending},
+                    {task: of for task, of in steps.items() if task in pending},
+                )
         finally:
             for task in (*instances, *steps):
                 task.cancel()
@@ -237,7 +282,7 @@ class Worker:
             )
         except Exception:
             ref = step.ticket.ref
-            logger.exception(
+            InstanceLogger(logger, ref.instance_id, workflow_id=step.ticket.workflow_id).exception(
                 "worker %s: shared step %r of %r stopped with an error; its lease will lapse",
                 self.worker_id,
                 ref.step_key,
@@ -255,7 +300,7 @@ class Worker:
         self._storage.worked()
         for claim in claims:
             record = claim.instance.record
-            logger.info(
+            InstanceLogger(logger, record.instance_id, workflow_id=record.workflow_id).info(
                 "[%s] claimed (workflow %s, was %s)",
                 record.instance_id,
                 record.workflow_id,
@@ -264,24 +309,114 @@ class Worker:
         return claims
 
     async def _idle(
-        self, stop: asyncio.Event, slot_freed: asyncio.Event, *, wait_for_work: bool
+        self,
+        stop: asyncio.Event,
+        slot_freed: asyncio.Event,
+        *,
+        wait_for_work: bool,
+        until: float | None,
     ) -> None:
-        """Wait for a stop, a free slot, or (with slots free) new work or the poll interval."""
+        """Wait for a stop, a free slot, or (with slots free) new work or the poll interval.
+
+        ``until`` (loop time): the end of the grace after a stop, when waiting ends too.
+        """
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(slot_freed.wait())]
         if not stop.is_set():  # once stopping, only the last instances' steps matter
             waiters.append(asyncio.ensure_future(stop.wait()))
         if wait_for_work:
             waiters.append(asyncio.ensure_future(self.backend.wait_for_work(self.poll_interval)))
+        timeout = self.poll_interval
+        if until is not None:
+            timeout = max(0.0, min(timeout, until - asyncio.get_running_loop().time()))
         try:
-            await asyncio.wait(
-                waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
                 error = None if not waiter.done() or waiter.cancelled() else waiter.exception()
                 if error is not None:  # wait_for_work failed: retrieved, reported once
                     self._storage.failed(error)
+
+    async def _abandon(
+        self,
+        runner: DurableRunner,
+        queue: StepQueue | None,
+        instances: dict[asyncio.Task[None], str],
+        steps: dict[asyncio.Task[None], ClaimedStep],
+    ) -> None:
+        """Cancel what still runs after the grace; release its claims for others at once."""
+        logger.warning(
+            "worker %s: %d instance(s) and %d shared step(s) still running when the "
+            "shutdown grace ran out; cancelling them and releasing their claims (they run "
+            "again on another worker)",
+            self.worker_id,
+            len(instances),
+            len(steps),
+        )
+        for task in (*instances, *steps):
+            task.cancel()
+        await asyncio.gather(*instances, *steps, return_exceptions=True)
+        try:
+            # Storage that does not answer must not hold the shutdown up: the leases
+            # then run out as after a crash.
+            async with asyncio.timeout(RELEASE_WITHIN):
+                for instance_id in instances.values():
+                    await self._release_instance(runner, instance_id)
+                if queue is not None:
+                    for step in steps.values():
+                        await self._release_step(queue, step)
+        except Exception as error:  # TimeoutError included
+            logger.warning(
+                "worker %s: releasing the claims of cancelled work failed (%s); they are "
+                "taken over once their leases expire",
+                self.worker_id,
+                one_line(safe_str(error)) or type(error).__name__,
+            )
+
+    async def _release_instance(self, runner: DurableRunner, instance_id: str) -> None:
+        # Read back: the instance may have parked (owner gone) or been claimed again
+        # under a new token while it ran here; release only a claim this worker holds.
+        record = await self.backend.get_record(instance_id)
+        if record is not None and record.owner == self.worker_id:
+            await runner.release(instance_id, record.claim_token)
+            InstanceLogger(logger, instance_id).info(
+                "[%s] released by worker %s on shutdown", instance_id, self.worker_id
+            )
+
+    async def _release_step(self, queue: StepQueue, step: ClaimedStep) -> None:
+        # A lease renewed for 0 s ends now: the step is claimable again at once, and the
+        # token stays fenced (the next claim bumps it).
+        await queue.renew_step(step.ticket.ref, step.token, 0.0, time.time())
+
+    async def _run_after(
+        self,
+        earlier: list[asyncio.Task[None]],
+        runner: DurableRunner,
+        claim: Claim,
+        work: Coroutine[Any, Any, None],
+    ) -> None:
+        """Run ``work`` for a claim of an instance this worker was still running, if it holds.
+
+        An instance that parked here and got a signal right away is claimed twice: by
+        the claim loop (the signal made it runnable) and by its own run, which looks
+        for a signal after parking and takes the instance back. Run at once, the two
+        would run it side by side until one is fenced. So this one waits for the
+        earlier run, then goes on only if its claim is still the current one.
+        """
+        instance_id = claim.instance.record.instance_id
+        try:
+            await asyncio.wait(earlier)
+            record = await self.backend.get_record(instance_id)
+        except BaseException:
+            work.close()
+            raise
+        if record is None or record.owner != self.worker_id or record.claim_token != claim.token:
+            work.close()  # the earlier run took it back (a newer claim) and went on
+            InstanceLogger(logger, instance_id).debug(
+                "[%s] claimed twice here; the earlier run went on", instance_id
+            )
+            return
+        await work
 
     async def _run_one(
         self,
@@ -299,7 +434,7 @@ class Worker:
         except LeaseLostError as error:
             logger.warning("worker %s: %s", self.worker_id, error)
         except BackendError as error:
-            logger.warning(
+            InstanceLogger(logger, record.instance_id, workflow_id=record.workflow_id).warning(
                 "[%s] storage failed while worker %s ran it (%s); handing it back",
                 record.instance_id,
                 self.worker_id,
@@ -307,7 +442,7 @@ class Worker:
             )
             await self._hand_back(runner, claim, stop)
         except Exception:
-            logger.exception(
+            InstanceLogger(logger, record.instance_id, workflow_id=record.workflow_id).exception(
                 "worker %s: instance %r stopped with an error", self.worker_id, record.instance_id
             )
 
@@ -327,8 +462,16 @@ class Worker:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue
-            logger.info("[%s] handed back after a storage failure", instance_id)
+            InstanceLogger(logger, instance_id).info(
+                "[%s] handed back after a storage failure", instance_id
+            )
             return
+
+
+def _check_grace(grace: float | None) -> None:
+    # Written as "not ok" so that NaN is refused too.
+    if grace is not None and not grace >= 0:
+        raise ValueError(f"grace must be >= 0 seconds or None, got {grace!r}")
 
 
 class _MismatchReporter:
@@ -393,76 +536,3 @@ def _taking_over(
     if isinstance(executor, SharingExecutor) and record.status is Status.RUNNING:
         return executor.taking_over(record.instance_id)
     return contextlib.nullcontext()
-
-
-class WorkerHandle:
-    """A worker running on the process's sayiir loop thread: ``shutdown()`` then ``join()``.
-
-    It shares that loop with the sync API (``WorkflowClient``, ``run_durable_workflow``),
-    so one backend object, whose connection pool belongs to one loop, serves both.
-
-    As a context manager, leaving the block shuts the worker down and waits for it::
-
-        with Worker("w1", backend).start([order_flow]):
-            client.submit(order_flow, "order-42", {"sku": "A1"})
-            client.wait("order-42", timeout=60)
-    """
-
-    def __init__(self, worker: Worker, workflows: list[Workflow]) -> None:
-        self._worker = worker
-        self._workflows = workflows
-        self._stop: asyncio.Event | None = None
-        self._started = threading.Event()
-        self._future: concurrent.futures.Future[None] | None = None
-        self._pid = os.getpid()
-        self.error: BaseException | None = None
-
-    def _start(self) -> None:
-        self._future = submit(self._serve())
-        self._started.wait()
-
-    def _in_another_process(self) -> bool:
-        # A handle inherited through os.fork(): its worker ran on the parent's loop
-        # thread, which the child does not have. There is nothing to stop or wait for.
-        return os.getpid() != self._pid
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        self._started.set()
-        try:
-            await self._worker.run(self._workflows, stop=self._stop)
-        except BaseException as error:
-            self.error = error
-            logger.exception("worker %s crashed", self._worker.worker_id)
-            raise
-
-    def shutdown(self) -> None:
-        """Ask the worker to stop; running steps finish and their claims are released."""
-        stop = self._stop
-        if stop is not None and not self._in_another_process():
-            loop_of_sync_api().call_soon_threadsafe(stop.set)
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait until the worker has stopped (or ``timeout`` seconds passed)."""
-        if self._future is None or self._in_another_process():
-            return
-        with contextlib.suppress(concurrent.futures.TimeoutError, Exception):
-            self._future.result(timeout)
-
-    def is_alive(self) -> bool:
-        """Whether the worker runs; always ``False`` in a process forked after its start."""
-        if self._in_another_process():
-            return False
-        return self._future is not None and not self._future.done()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.shutdown()
-        self.join()

@@ -99,6 +99,15 @@ class Workflow:
         """Every signal wait by its step id."""
         return self._signals
 
+    @property
+    def signal_names(self) -> tuple[str, ...]:
+        """Every signal name the workflow can wait for, once each, in graph order.
+
+        Includes the waits inside fork and route branches and child flows: a signal
+        under any other name could never be consumed by an instance of this workflow.
+        """
+        return tuple(dict.fromkeys(node.signal_name for node in self._signals.values()))
+
     def iter_nodes(self) -> list[NodeInfo]:
         """Every node in execution order."""
         return list(_node_infos(self._pipeline, None))

@@ -15,10 +15,12 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from sayiir_core import Flow, InMemoryBackend, task
+from sayiir_core.backends.base import StepWrite
 from sayiir_core.backends.step_queue import StepRef, StepTicket
 from sayiir_core.runtime import LocalExecutor
 from sayiir_core.runtime.control import InstanceControl
@@ -231,3 +233,31 @@ async def test_pause_holds_the_next_step_until_unpause() -> None:
         await client.advance("p")
         assert await finished(backend, "p") == "completed"
         assert await completions(backend, "p") == Counter({"gate": 1, "after": 1})
+
+
+async def test_a_pause_asked_for_during_an_advance_is_honoured_by_it() -> None:
+    """The advance's one write reads back a pause asked for while it held the claim, and
+    the dispatcher advances again at once to settle it (no sweeper needed)."""
+    backend = InMemoryBackend()
+    fleet = Fleet(backend, [GATED])
+    control = InstanceControl(backend)
+    client = fleet.dispatcher("client")
+    await InstanceControl(backend).submit(GATED, "mid", 1)
+    original = backend.commit_and_publish
+    asked = False
+
+    async def commit_then_pause(
+        instance_id: str, token: int, write: StepWrite, tickets: Sequence[StepTicket]
+    ) -> Any:
+        nonlocal asked
+        if not asked:
+            asked = True
+            await control.pause(instance_id)  # arrives while the advance holds the claim
+        return await original(instance_id, token, write, tickets)
+
+    backend.commit_and_publish = commit_then_pause  # type: ignore[method-assign]
+    await client.advance("mid")
+    record = await backend.get_record("mid")
+    assert record is not None
+    assert record.status.value == "paused"
+    assert record.owner is None

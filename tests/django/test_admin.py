@@ -181,7 +181,7 @@ def test_large_payloads_are_cut_and_long_histories_link_to_the_rest(
 ) -> None:
     client.submit(approval, "big-1", {"blob": "x" * 10_000})
     for n in range(5):
-        client.send_signal("big-1", "other", n)
+        client.send_signal("big-1", "approve", n)
 
     with override_settings(SAYIIR={"ADMIN_PAYLOAD_CHARS": 100, "ADMIN_HISTORY_LIMIT": 3}):
         html = admin_browser.get(page("big-1")).content.decode()
@@ -195,7 +195,7 @@ def test_large_payloads_are_cut_and_long_histories_link_to_the_rest(
             args=[WorkflowInstance.objects.get(instance_id="big-1").pk],
         )
     ).content.decode()
-    assert full.count("signal “other” sent") == 5
+    assert full.count("signal “approve” sent") == 5
 
 
 def test_an_unknown_instance_is_not_found(admin_browser: Client) -> None:

@@ -3,6 +3,7 @@
 ``SAYIIR_TEST_DATABASE_URL`` picks the database; with ``SAYIIR_TEST_SCHEMA`` it is a
 PostgreSQL schema of the test's own, opened by the app's own lifespan around Sayiir's
 (the composition the docs show: whoever opens a backend closes it).
+``SAYIIR_TEST_SHUTDOWN_GRACE`` sets ``shutdown_grace`` (20 s by default).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from sayiir_fastapi import Sayiir
 
 URL = os.environ["SAYIIR_TEST_DATABASE_URL"]
 SCHEMA = os.environ.get("SAYIIR_TEST_SCHEMA")
-OPTIONS = {"workflows": ALL_WORKFLOWS, "poll_interval": 0.1, "shutdown_grace": 20.0}
+GRACE = float(os.environ.get("SAYIIR_TEST_SHUTDOWN_GRACE", "20"))
+OPTIONS = {"workflows": ALL_WORKFLOWS, "poll_interval": 0.1, "shutdown_grace": GRACE}
 
 if SCHEMA:
     from sayiir_core import PostgresBackend

@@ -166,10 +166,11 @@ async def test_running_steps_finish_within_the_grace_period(
     assert ("task_completed", "after_gate") not in kinds  # nothing new started
 
 
-async def test_steps_still_running_after_the_grace_are_cancelled(
+async def test_steps_still_running_after_the_grace_are_cancelled_and_released(
     make_sayiir: Callable[..., Sayiir], test_apps: ModuleType
 ) -> None:
-    sayiir = make_sayiir(shutdown_grace=0.2)
+    # claim_ttl=300: the next run goes on at once only if the claim was released.
+    sayiir = make_sayiir(shutdown_grace=0.2, claim_ttl=300.0)
     started = test_apps.GATES.setdefault("stuck.started", asyncio.Event())
     async with sayiir.lifespan(FastAPI()):
         await sayiir.client.submit(test_apps.gate_flow, "stuck", {"gate": "stuck"})
@@ -177,6 +178,12 @@ async def test_steps_still_running_after_the_grace_are_cancelled(
     # The lifespan returned although the gate never opened: the step was cancelled.
     kinds = await _history_after(make_sayiir, "stuck")
     assert ("task_completed", "gated") not in kinds
+    test_apps.GATES["stuck"].set()  # the step runs again in the next run, and passes
+    again = make_sayiir(claim_ttl=300.0)
+    async with again.lifespan(FastAPI()):
+        assert await again.client.result("stuck", timeout=60) == "through"
+    kinds = await _history_after(make_sayiir, "stuck")
+    assert kinds.count(("task_completed", "gated")) == 1
 
 
 async def test_a_drained_instance_goes_on_at_once_in_the_next_run(

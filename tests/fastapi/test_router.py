@@ -192,6 +192,21 @@ async def test_signal_cancel_pause_unpause(http: httpx.AsyncClient, served: Any)
     assert_problem(signal, 409, "invalid_state")
 
 
+async def test_a_signal_name_the_workflow_never_waits_for_is_a_409(
+    http: httpx.AsyncClient, served: Any
+) -> None:
+    _, sayiir, _ = served
+    await submit(http, "approval", {"instance_id": "ap-typo", "input": {}})
+    await _until(sayiir, "ap-typo", "awaiting_signal")
+    typo = await http.post("/sayiir/instances/ap-typo/signals/aprove", json=1)
+    body = assert_problem(typo, 409, "unknown_signal")
+    assert "approve" in body["detail"]
+    # Nothing was buffered: the right name still wakes it, with its own payload.
+    await http.post("/sayiir/instances/ap-typo/signals/approve", json={"by": "ana"})
+    result = await http.get("/sayiir/instances/ap-typo/result", params={"timeout": 30})
+    assert result.json()["output"] == "decided: {'by': 'ana'}"
+
+
 async def test_cancel_of_a_running_step_is_accepted_then_holds(
     http: httpx.AsyncClient, served: Any, test_apps: ModuleType
 ) -> None:

@@ -127,3 +127,53 @@ def test_sigterm_lets_the_running_step_finish_and_releases_the_instance(
     completed = [event["step_key"] for event in history if event["kind"] == "task_completed"]
     assert completed == ["gated", "after_gate"]
     again.stop_gracefully()
+
+
+@pytest.mark.postgres
+def test_sigterm_after_the_grace_hands_the_running_step_to_another_process_at_once(
+    postgres_schema: tuple[str, str],
+    start_uvicorn: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    url, schema = postgres_schema
+    log = tmp_path / "runs.log"
+    gate = tmp_path / "gate"
+    env = {
+        "SAYIIR_TEST_DATABASE_URL": url,
+        "SAYIIR_TEST_SCHEMA": schema,
+        "SAYIIR_TEST_RUN_LOG": str(log),
+    }
+    first = start_uvicorn({**env, "SAYIIR_TEST_SHUTDOWN_GRACE": "0.3"})
+    _submit(first.url, "gate_flow", "handed-over", {"file": str(gate)})
+    _wait_for(lambda: _ran(log, "handed-over", "gated") == 1, "the gated step to start")
+    # Another process is up meanwhile; the instance is the first's (lease: 300 s).
+    second = start_uvicorn(env)
+    first_pid = str(first.process.pid)
+
+    # SIGTERM; the step outlives the 0.3 s grace: cancelled, and its claim released.
+    first.stop_gracefully()
+    _wait_for(lambda: _ran(log, "handed-over", "gated") == 2, "the step to run again")
+    gate.touch()
+    response = _result(second.url, "handed-over")
+    assert response.status_code == 200, response.text
+    assert response.json()["output"] == "through"
+
+    runs = [(pid, step) for pid, instance, step in _runs(log) if instance == "handed-over"]
+    assert [step for _, step in runs] == ["gated", "gated", "after_gate"]
+    assert runs[0][0] == first_pid  # uvicorn with one worker serves in its own process
+    assert {pid for pid, _ in runs[1:]} == {str(second.process.pid)}
+    history = httpx.get(f"{second.url}/sayiir/instances/handed-over/history", timeout=10).json()
+    completed = [event["step_key"] for event in history if event["kind"] == "task_completed"]
+    assert completed == ["gated", "after_gate"]  # each checkpoint written once
+    second.stop_gracefully()
+
+
+def _ran(log: Path, instance_id: str, step: str) -> int:
+    return sum(1 for _, instance, name in _runs(log) if (instance, name) == (instance_id, step))
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -34,12 +34,14 @@ SAYIIR_1_0_NAMES = {
     "WorkflowStatus",
     "cancel_workflow",
     "get_task_context",
+    "init_tracing",
     "parse_duration",
     "pause_workflow",
     "resume_workflow",
     "run_durable_workflow",
     "run_workflow",
     "send_signal",
+    "shutdown_tracing",
     "task",
     "unpause_workflow",
 }
@@ -75,6 +77,7 @@ RUNTIME_SEAMS = {
 }
 
 BACKEND_SEAMS = {
+    "AdvanceQueue",
     "Backend",
     "ClaimedStep",
     "InMemoryBackend",
@@ -84,6 +87,7 @@ BACKEND_SEAMS = {
     "StepRef",
     "StepResult",
     "StepTicket",
+    "advance_queue",
     "backend_from_url",
 }
 

@@ -29,8 +29,6 @@ NOT_PROVIDED = {
     "DurableEngine": "sayiir's handle on its Rust engine; run_durable_workflow and clients",
     "WorkflowEngine": "sayiir's handle on its Rust engine; run_workflow without instance_id",
     "FlowBuilder": "the Rust builder under sayiir's Flow; Flow is the public builder",
-    "init_tracing": "sets up sayiir's Rust tracing subscriber; we log through `logging`",
-    "shutdown_tracing": "flushes sayiir's Rust tracing subscriber",
 }
 # Classes whose sayiir constructor takes sayiir's Rust internals: the library builds them
 # (Flow.build() a Workflow, Worker.start() a WorkerHandle), users never do.

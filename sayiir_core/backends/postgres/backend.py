@@ -41,7 +41,7 @@ from sayiir_core.backends.postgres.listen import FinishListener, WorkListener
 from sayiir_core.backends.postgres.options import PoolOptions
 from sayiir_core.backends.postgres.schema import check_schema_name, migrate_pool
 from sayiir_core.backends.postgres.session import Attempt, Done, Session
-from sayiir_core.backends.postgres.step_queue import PostgresStepQueue
+from sayiir_core.backends.postgres.step_queue import PostgresStepQueue, ticket_columns
 from sayiir_core.backends.rules import (
     decode_cursor,
     encode_cursor,
@@ -316,6 +316,19 @@ class PostgresBackend(OpensAndCloses):
         return await self._session.run("renew", body, idempotent=True)
 
     async def commit(self, instance_id: str, token: int, write: StepWrite) -> ControlRequest | None:
+        return await self._fenced_commit("commit", self._sql.commit, instance_id, token, write)
+
+    async def _fenced_commit(
+        self,
+        label: str,
+        statement: str,
+        instance_id: str,
+        token: int,
+        write: StepWrite,
+        *extra: list[Any],
+    ) -> ControlRequest | None:
+        """Send ``statement`` (the commit, or the commit with more parts taking the
+        ``extra`` parameters) fenced by ``token``, resolving a lost reply."""
         # Everything is checked and encoded before the statement is sent: a refused
         # write leaves nothing behind.
         keys = [key for key, _ in write.checkpoints]
@@ -334,10 +347,11 @@ class PostgresBackend(OpensAndCloses):
         params = sql.commit_params(
             instance_id, token, write, commit_id, self._sql.channel, self._sql.done_channel
         )
+        params.extend(extra)
 
         async def body(conn: Conn, attempt: Attempt) -> ControlRequest | None:
             try:
-                rows = await attempt.write(conn, self._sql.commit, *params)
+                rows = await attempt.write(conn, statement, *params)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != "sayiir_checkpoints_pkey":
                     raise
@@ -359,7 +373,7 @@ class PostgresBackend(OpensAndCloses):
                 raise sql.lease_lost(instance_id, token, row["claim_token"])
             return None  # not applied, and the claim is still ours: send it again
 
-        return await self._session.run("commit", body, resolve=resolve)
+        return await self._session.run(label, body, resolve=resolve)
 
     async def request_control(
         self,
@@ -458,6 +472,29 @@ class PostgresBackend(OpensAndCloses):
 
     async def wait_for_step_results(self, max_wait: float) -> None:
         await self._steps.wait_for_step_results(max_wait)
+
+    # -- a dispatched advance in two statements (AdvanceQueue) ------------------------
+
+    async def claim_if_free(
+        self,
+        instance_id: str,
+        owner: str,
+        definitions: Mapping[str, str],
+        ttl: float,
+        now: float,
+    ) -> Claim | None:
+        return await self._steps.claim_if_free(instance_id, owner, definitions, ttl, now)
+
+    async def commit_and_publish(
+        self, instance_id: str, token: int, write: StepWrite, tickets: Sequence[StepTicket]
+    ) -> ControlRequest | None:
+        for ticket in tickets:
+            self._check_size(ticket.input, f"the input of step {ticket.ref.step_key!r}")
+        statement = self._steps.commit_and_publish_statement
+        columns = ticket_columns(tickets)
+        return await self._fenced_commit(
+            "commit_and_publish", statement, instance_id, token, write, *columns
+        )
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -16,22 +16,20 @@ from sayiir_core.backends.postgres.session import Attempt, Session
 from sayiir_core.backends.postgres.statements import check_size
 from sayiir_core.backends.postgres.step_queue import StepStatements
 from sayiir_core.backends.rules import (
+    MAX_BUFFERED_SIGNALS,
     apply_control_request,
     apply_reset,
     apply_unpause,
     check_signal_target,
     missing,
     new_record,
+    signal_buffer_full,
     terminated_record,
 )
-from sayiir_core.errors import BackendError
 from sayiir_core.status import Status
 
 if TYPE_CHECKING:
     from sayiir_core.backends.postgres.session import Conn
-
-# A signal races with terminate_existing replacing its instance at most this often.
-SIGNAL_ROUNDS = 5
 
 
 async def read_record(
@@ -125,27 +123,23 @@ class PostgresControl:
             payload, self._max_payload, f"signal {name!r} for workflow instance {instance_id!r}"
         )
         detail = sql.signal_detail(name)
+        args = (instance_id, name, payload, now, detail, self._sql.channel, MAX_BUFFERED_SIGNALS)
 
+        # One statement counts the buffered signals and inserts (one round trip), but
+        # on its snapshot: a sender that committed while it waited for the row lock is
+        # not counted. So it writes only if the row it locked is the version its
+        # snapshot saw (every send and consume rewrites that row); else, and when it
+        # writes nothing for any reason, the row is locked first in a transaction and
+        # the statement runs on a snapshot taken after it: exact count, exact reason.
         async def body(conn: Conn, attempt: Attempt) -> None:
-            for _ in range(SIGNAL_ROUNDS):
-                if await attempt.write(
-                    conn,
-                    self._sql.send_signal,
-                    instance_id,
-                    name,
-                    payload,
-                    now,
-                    detail,
-                    self._sql.channel,
-                ):
-                    return
-                # Nothing written: say why with the shared rule (unknown or finished).
-                record = await read_record(conn, self._sql, instance_id)
-                if record is None:
-                    raise missing(instance_id)
+            if await attempt.write(conn, self._sql.send_signal, *args):
+                return
+            attempt.in_doubt = False  # the statement completed and wrote nothing
+            async with attempt.transaction(conn):
+                record = await lock_record(conn, self._sql, instance_id)
                 check_signal_target(record, name)
-                # Replaced by terminate_existing in between: the new instance takes it.
-            raise BackendError(f"send_signal to {instance_id!r}: the instance kept changing")
+                if not await conn.fetch(self._sql.send_signal, *args):
+                    raise signal_buffer_full(instance_id, name)  # found, unfinished: full
 
         await self._session.run("send_signal", body)
 

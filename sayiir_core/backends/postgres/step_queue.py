@@ -10,16 +10,20 @@ so workers are not woken for every finished step).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sayiir_core.backends._rows import to_json
+from sayiir_core.backends.base import Claim, LoadedInstance
+from sayiir_core.backends.postgres import statements as sql
 from sayiir_core.backends.postgres.listen import WorkListener
 from sayiir_core.backends.postgres.schema import quote
 from sayiir_core.backends.postgres.session import Attempt, Done, Session
 from sayiir_core.backends.postgres.statements import FINISHED_SQL, check_size
 from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
 from sayiir_core.machine.state import ErrorInfo
+from sayiir_core.status import Status
 
 if TYPE_CHECKING:
     from sayiir_core.backends.postgres.session import Conn
@@ -125,6 +129,84 @@ class StepStatements:
         self.delete_of_instance = f"DELETE FROM {t}.sayiir_steps WHERE instance_id = $1"
 
 
+class AdvanceStatements:
+    """``claim_if_free`` and ``commit_and_publish`` (``AdvanceQueue``) for one schema."""
+
+    def __init__(self, main: sql.Statements, schema: str, work_channel: str) -> None:
+        t = quote(schema)
+        returned = ", ".join(f"i.{c}" for c in sql.RECORD_COLUMNS)
+        # The checkpoints come from the statement's snapshot, the claimed row from its
+        # newest version (FOR UPDATE waits for a write in progress, then re-checks the
+        # row as that write left it). Equal xmin says the snapshot already saw that
+        # version (every write of checkpoints writes the instance row in the same
+        # transaction); else the caller reads the checkpoints again.
+        self.claim_if_free = f"""
+            WITH free AS (
+                SELECT i.instance_id, i.xmin::text AS version
+                FROM {t}.sayiir_instances AS i
+                WHERE i.instance_id = $1 AND i.status NOT IN ({sql.FINISHED_SQL})
+                  AND (i.owner IS NULL OR COALESCE(i.lease_until, 0) <= $2::float8)
+                  AND (i.status <> '{Status.PAUSED.value}' OR i.control_request IS NOT NULL)
+                  AND i.definition_hash = ($5::json ->> i.workflow_id)
+                FOR UPDATE OF i
+            ), upd AS (
+                UPDATE {t}.sayiir_instances AS i
+                SET owner = $3, claim_token = i.claim_token + 1, lease_until = $4::float8
+                FROM free WHERE i.instance_id = free.instance_id
+                RETURNING {returned}, i.seq, free.version
+            )
+            SELECT upd.*,
+                   (SELECT xmin::text FROM {t}.sayiir_instances WHERE instance_id = $1)
+                       AS seen_version,
+                   cp.keys, cp.payloads
+            FROM upd
+            LEFT JOIN LATERAL (
+                SELECT array_agg(step_key ORDER BY seq) AS keys,
+                       array_agg(payload ORDER BY seq) AS payloads
+                FROM {t}.sayiir_checkpoints WHERE instance_id = $1
+            ) AS cp ON true
+        """
+        # Finds the claim of a claim_if_free whose reply was lost (owner + exact lease).
+        self.claimed_if_free = f"""
+            SELECT {", ".join(sql.RECORD_COLUMNS)}, seq FROM {t}.sayiir_instances
+            WHERE instance_id = $1 AND owner = $2 AND lease_until = $3::float8
+              AND status NOT IN ({sql.FINISHED_SQL})
+        """
+        self.checkpoints_of = main.checkpoints_of
+        self.commit_and_publish = _with_publish(main.commit, t, work_channel)
+
+
+def _with_publish(commit: str, t: str, work_channel: str) -> str:
+    """The commit statement with one more part: queue the tickets if the fence holds.
+
+    The tickets' eight columns are the parameters after the commit's own. Queued
+    tickets wake idle workers (``publish_steps`` does the same), even when the commit
+    itself leaves nothing runnable.
+    """
+    ends = list(re.finditer(r"\)\s*SELECT\s+control_request\b", commit))
+    if len(ends) != 1:
+        raise RuntimeError("internal error: the commit statement changed shape")
+    n = max(int(number) for number in re.findall(r"\$(\d+)", commit))
+    types = ("text", "text", "int4", "text", "text", "bytea", "int4", "float8")
+    columns = ", ".join(f"${n + i}::{kind}[]" for i, kind in enumerate(types, start=1))
+    published = f"""
+            , published AS (
+                INSERT INTO {t}.sayiir_steps ({_TICKET_COLUMNS})
+                SELECT * FROM unnest({columns})
+                WHERE EXISTS (SELECT 1 FROM upd)
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+            )
+    """
+    woken = (
+        f" (SELECT pg_notify('{work_channel}', '') WHERE EXISTS (SELECT 1 FROM published))"
+        " AS queued,"
+    )
+    at = ends[0].start() + 1
+    select_at = ends[0].end() - len("control_request")
+    return commit[:at] + published + commit[at:select_at] + woken + commit[select_at:]
+
+
 class PostgresStepQueue:
     """The ``StepQueue`` methods on ``session``, for the tables of ``schema``.
 
@@ -136,6 +218,8 @@ class PostgresStepQueue:
         self._session = session
         self._max_payload = max_payload
         self.statements = StepStatements(schema, work_channel)
+        self._main = sql.Statements(schema)
+        self._advance = AdvanceStatements(self._main, schema, work_channel)
         self._step_listener = WorkListener(session.connect, self.statements.channel)
         session.on_fork(self._step_listener.drop_inherited)
 
@@ -149,7 +233,7 @@ class PostgresStepQueue:
         for ticket in tickets:
             ref = ticket.ref
             check_size(ticket.input, self._max_payload, f"the input of step {ref.step_key!r}")
-        columns = _ticket_columns(tickets)
+        columns = ticket_columns(tickets)
 
         async def body(conn: Conn, attempt: Attempt) -> None:
             await attempt.write(conn, self.statements.publish, *columns)
@@ -253,8 +337,51 @@ class PostgresStepQueue:
         self._session.pool()
         await self._step_listener.wait(max_wait)
 
+    # -- AdvanceQueue: an advance of a dispatched instance in two round trips ----------
 
-def _ticket_columns(tickets: Sequence[StepTicket]) -> list[list[Any]]:
+    async def claim_if_free(
+        self,
+        instance_id: str,
+        owner: str,
+        definitions: Mapping[str, str],
+        ttl: float,
+        now: float,
+    ) -> Claim | None:
+        lease_until = now + ttl
+        wanted = to_json(dict(definitions), "workflow definitions")
+        params = (instance_id, now, owner, lease_until, wanted)
+        statements = self._advance
+
+        async def body(conn: Conn, attempt: Attempt) -> Claim | None:
+            rows = await attempt.write(conn, statements.claim_if_free, *params)
+            if not rows:
+                return None
+            row = rows[0]
+            if row["version"] == row["seen_version"]:
+                checkpoints = sql.checkpoints_from(row["keys"], row["payloads"])
+                record = sql.record_from_row(tuple(row)[: sql.RECORD_WIDTH])
+                return Claim(LoadedInstance(record, checkpoints), record.claim_token)
+            # Claimed a version newer than the statement's snapshot: read it again.
+            return await self._claim_read(conn, [row])
+
+        async def resolve(conn: Conn) -> Done[Claim | None] | None:
+            rows = await conn.fetch(statements.claimed_if_free, instance_id, owner, lease_until)
+            return Done(await self._claim_read(conn, rows)) if rows else None
+
+        return await self._session.run("claim_if_free", body, resolve=resolve)
+
+    async def _claim_read(self, conn: Conn, rows: Sequence[Any]) -> Claim:
+        checkpoint_rows = await conn.fetch(self._advance.checkpoints_of, [rows[0]["instance_id"]])
+        (claim,) = sql.claims_from(rows, checkpoint_rows)
+        return claim
+
+    @property
+    def commit_and_publish_statement(self) -> str:
+        """The commit statement that also queues tickets (``PostgresBackend`` sends it)."""
+        return self._advance.commit_and_publish
+
+
+def ticket_columns(tickets: Sequence[StepTicket]) -> list[list[Any]]:
     return [
         [t.ref.instance_id for t in tickets],
         [t.ref.step_key for t in tickets],

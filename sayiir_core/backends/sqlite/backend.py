@@ -48,6 +48,7 @@ from sayiir_core.backends.rules import (
     apply_control_request,
     apply_reset,
     apply_unpause,
+    check_signal_room,
     check_signal_target,
     decode_cursor,
     encode_cursor,
@@ -367,6 +368,8 @@ class SqliteBackend(OpensAndCloses):
         def transaction(conn: sqlite3.Connection) -> bool:
             record = sql.require_record(conn, instance_id)
             check_signal_target(record, name)
+            (buffered,) = conn.execute(sql.COUNT_SIGNALS, (instance_id,)).fetchone()
+            check_signal_room(instance_id, name, buffered)
             conn.execute(sql.INSERT_SIGNAL, (instance_id, name, payload, now))
             updated = (
                 dataclasses.replace(record, wake_at=now) if signal_wakes(record, name) else record

@@ -93,6 +93,7 @@ NEXT_SIGNAL = (
     "SELECT signal_id, name, payload FROM sayiir_signals "
     "WHERE instance_id = ? AND name = ? ORDER BY signal_id LIMIT 1"
 )
+COUNT_SIGNALS = "SELECT count(*) FROM sayiir_signals WHERE instance_id = ?"
 DELETE_SIGNAL = "DELETE FROM sayiir_signals WHERE signal_id = ? AND instance_id = ?"
 DELETE_SIGNALS = "DELETE FROM sayiir_signals WHERE instance_id = ?"
 

@@ -5,11 +5,14 @@ as a Celery message) drives its instances through a ``Dispatcher``. Nobody holds
 instance while its steps run; three operations move it on, each under the instance's
 claim for a few round trips only:
 
-* **advance**: take the claim if nobody holds it, feed the machine the outcomes stored
-  since the last advance, commit, publish every step that became ready to the step
-  queue (``DispatchingExecutor``), park the instance (``waiting``, ``wake_at`` = when to
-  look again if nothing comes back), release the claim, and only then hand the new
-  tickets to ``send``: a step cannot finish before the advance that sent it let go.
+* **advance**: take the claim if nobody holds it (never from a live holder), feed the
+  machine the outcomes stored since the last advance, then in one write (one
+  transaction) commit the checkpoints, queue every step that became ready in the step
+  queue (``DispatchingExecutor`` collects them), park the instance (``waiting``,
+  ``wake_at`` = when to look again if nothing comes back) and release the claim; only
+  then hand the new tickets to ``send``: a step cannot finish before the advance that
+  sent it let go. The two writes are ``AdvanceQueue``'s (``backends.step_queue``): one
+  statement each on PostgreSQL, so a step costs three round trips with its own claim.
 * **run_step** (on the receiving side): claim the named step (fenced: a duplicate
   delivery, a withdrawn or finished step, a cancelled instance claim nothing), run it
   with the local executor under a renewed lease, then advance with its outcome in hand.
@@ -26,7 +29,8 @@ claim for a few round trips only:
 Framework-neutral: ``send`` is the only thing an adapter provides. The runner itself
 knows dispatching (an executor raises ``StepDispatched``, see ``runtime/runner.py``);
 this package adds the step queue around it: ``dispatcher`` (the three operations),
-``executor`` (``DispatchingExecutor``), ``outcomes`` (stored steps <-> outcomes).
+``executor`` (``DispatchingExecutor``), ``sink`` (an advance's writes sent as one),
+``outcomes`` (stored steps <-> outcomes).
 """
 
 from __future__ import annotations

@@ -16,17 +16,23 @@ from enum import StrEnum
 
 from sayiir_core.backends.base import (
     Backend,
-    BufferedSignal,
     Claim,
     ControlRequest,
     InstanceRecord,
     StepWrite,
 )
-from sayiir_core.backends.rules import has_live_claim
-from sayiir_core.backends.step_queue import ClaimedStep, StepQueue, StepRef, StepResult, StepTicket
+from sayiir_core.backends.step_queue import (
+    ClaimedStep,
+    StepQueue,
+    StepRef,
+    StepResult,
+    StepTicket,
+    advance_queue,
+)
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import LeaseLostError, PayloadTooLargeError
 from sayiir_core.machine import CancelRequested, Event, PauseRequested, Snapshot
+from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.runtime.convert import snapshot_from
 from sayiir_core.runtime.dispatch.executor import DispatchingExecutor
@@ -37,10 +43,14 @@ from sayiir_core.runtime.dispatch.outcomes import (
     step_request,
     step_result,
 )
+from sayiir_core.runtime.dispatch.sink import BufferingSink, RedoUnbufferedError
 from sayiir_core.runtime.durable_runner import ClaimedSink, default_owner_id
 from sayiir_core.runtime.executor import Executor, TaskFailure, TaskOutcome
 from sayiir_core.runtime.runner import InstanceRunner, ParkPolicy
 from sayiir_core.status import Status
+from sayiir_core.telemetry.logs import InstanceLogger
+from sayiir_core.telemetry.propagation import attached, stored_parent
+from sayiir_core.telemetry.steps import current_worker_id
 from sayiir_core.workflow.workflow import Workflow
 
 logger = logging.getLogger("sayiir.dispatch")
@@ -118,6 +128,7 @@ class Dispatcher:
             raise ValueError("step_lease and claim_ttl must be positive")
         self.backend = backend
         self._queue: StepQueue = backend
+        self._advancing = advance_queue(backend)
         self.registry = {workflow.workflow_id: workflow for workflow in workflows}
         self.definitions = {wf_id: wf.definition_hash for wf_id, wf in self.registry.items()}
         self._send = send
@@ -142,7 +153,7 @@ class Dispatcher:
         await self.open()
         workflow = self.registry.get(workflow_id)
         if workflow is None or workflow.definition_hash != definition_hash:
-            logger.warning(
+            _log(ref).warning(
                 "[%s] step %r: workflow %r with definition %s is not registered here; "
                 "message dropped (the sweeper sends it again)",
                 ref.instance_id,
@@ -153,7 +164,7 @@ class Dispatcher:
             return StepRun.UNKNOWN
         claimed = await self._queue.claim_step(ref, self.owner_id, self.step_lease, self._clock())
         if claimed is None:
-            logger.info(
+            _log(ref).info(
                 "[%s] step %r attempt %d: message dropped (running elsewhere, finished, "
                 "withdrawn, or the instance is finished)",
                 ref.instance_id,
@@ -180,7 +191,13 @@ class Dispatcher:
         request = step_request(claimed, workflow, self.codec)
         if isinstance(request, TaskFailure):
             return request
-        return await self.executor.execute(request)
+        # Continue the submitter's trace (read from history only while tracing is on).
+        parent = await stored_parent(self.backend, request.instance_id)
+        if parent is None:
+            return await self.executor.execute(request)
+        current_worker_id.set(self.owner_id)  # this asyncio task's own context
+        with attached(parent):
+            return await self.executor.execute(request)
 
     async def _outcome(
         self, run: asyncio.Future[TaskOutcome], heartbeat: asyncio.Future[bool], ref: StepRef
@@ -190,7 +207,7 @@ class Dispatcher:
             return await run
         except asyncio.CancelledError:
             if heartbeat.done() and not heartbeat.cancelled() and heartbeat.result() is False:
-                logger.info("[%s] step %r: lease lost while running", ref.instance_id, ref)
+                _log(ref).info("[%s] step %r: lease lost while running", ref.instance_id, ref)
                 return None
             raise
 
@@ -229,9 +246,10 @@ class Dispatcher:
         )
         for claim, result in zip(claims, results, strict=True):
             if isinstance(result, BaseException):
-                logger.error(
+                record = claim.instance.record
+                InstanceLogger(logger, record.instance_id, workflow_id=record.workflow_id).error(
                     "[%s] sweep: advance failed; the instance is retried once its lease ends",
-                    claim.instance.record.instance_id,
+                    record.instance_id,
                     exc_info=result,
                 )
         return len(claims)
@@ -247,8 +265,10 @@ class Dispatcher:
         stored = own is None
         for _ in range(_MAX_ROUNDS):
             if claim is None:
-                record = await self.backend.get_record(instance_id)
-                if not self._can_take(record):
+                claim = await self._advancing.claim_if_free(
+                    instance_id, self.owner_id, self.definitions, self.claim_ttl, self._clock()
+                )
+                if claim is None:
                     if stored:
                         return
                     assert own is not None
@@ -258,9 +278,6 @@ class Dispatcher:
                     # stored it may not have seen it; if it still holds the claim, it
                     # looks after releasing and finds it.
                     continue
-                claim = await self.backend.claim(
-                    instance_id, self.owner_id, self.claim_ttl, self._clock()
-                )
             done = await self._round(claim, None if stored else own, resend)
             claim, resend = None, False
             if not stored and own is not None and own.ref in done.consumed:
@@ -273,18 +290,9 @@ class Dispatcher:
                 stored = True
             if not done.look_again:
                 return
-        logger.info(
+        InstanceLogger(logger, instance_id).info(
             "[%s] still busy after %d advances; the sweeper goes on", instance_id, _MAX_ROUNDS
         )
-
-    def _can_take(self, record: InstanceRecord | None) -> bool:
-        if record is None or record.status.is_terminal:
-            return False
-        if has_live_claim(record, self._clock()):
-            return False
-        if record.status is Status.PAUSED and record.control_request is None:
-            return False  # held until unpaused
-        return self.definitions.get(record.workflow_id) == record.definition_hash
 
     async def _store(self, own: _OwnOutcome) -> None:
         result = step_result(own.outcome, self.owner_id)
@@ -295,14 +303,28 @@ class Dispatcher:
             too_large = StepResult(self.owner_id, result.started_at, result.finished_at, error=info)
             stored = await self._queue.finish_step(own.ref, own.token, too_large)
         if not stored:
-            logger.info(
+            _log(own.ref).info(
                 "[%s] step %r: taken over or withdrawn meanwhile; outcome discarded",
                 own.ref.instance_id,
                 own.ref.step_key,
             )
 
     async def _round(self, claim: Claim, own: _OwnOutcome | None, resend: bool) -> _Round:
-        """One advance under ``claim``: feed outcomes, commit, publish, park, release, send."""
+        """One advance under ``claim``: feed outcomes, then commit, publish and release in
+        one write (``AdvanceQueue.commit_and_publish``), then send.
+
+        An input, output or checkpoint over the backend's size limit is refused before
+        anything is written; the advance is then done again one write per transition,
+        where the runner turns a too-large output into a failed step.
+        """
+        try:
+            return await self._round_once(claim, own, resend, buffered=True)
+        except RedoUnbufferedError:
+            return await self._round_once(claim, own, resend, buffered=False)
+
+    async def _round_once(
+        self, claim: Claim, own: _OwnOutcome | None, resend: bool, *, buffered: bool
+    ) -> _Round:
         record = claim.instance.record
         instance_id = record.instance_id
         workflow = self.registry[record.workflow_id]
@@ -327,8 +349,12 @@ class Dispatcher:
             resend=resend,
             check_at=self._clock() + self.redispatch_after,
             clock=self._clock,
+            defer_publishing=buffered,
         )
-        sink = _TrackingSink(ClaimedSink(self.backend, instance_id, claim.token, None))
+        claimed = ClaimedSink(self.backend, instance_id, claim.token, None)
+        sink = BufferingSink(
+            claimed, (instance_id, claim.token), self._advancing, executor, buffered=buffered
+        )
         runner = InstanceRunner(
             workflow,
             instance_id,
@@ -345,7 +371,9 @@ class Dispatcher:
             if not sink.released:
                 await sink.write(_release(sink.last_write, record, self._clock()))
         except LeaseLostError:
-            logger.info("[%s] advance: claim taken over; leaving it to the new holder", instance_id)
+            InstanceLogger(logger, instance_id, workflow_id=record.workflow_id).info(
+                "[%s] advance: claim taken over; leaving it to the new holder", instance_id
+            )
             return _Round(lost=True, consumed=frozenset(executor.consumed))
         await self._send_steps(instance_id, executor.to_send, claim.token)
         consumed = frozenset(executor.consumed)
@@ -360,8 +388,11 @@ class Dispatcher:
             for key, attempt in before.items()
             if after.get(key) == attempt and StepRef(instance_id, key, attempt) not in consumed
         ]
+        # A cancel or pause asked for while the claim was held is honoured at once (one
+        # this advance started with has been fed to it already).
+        asked = sink.request_at_release not in (None, record.control_request)
         arrived = bool(waiting) and bool(await self._queue.step_results(waiting))
-        return _Round(consumed=consumed, look_again=arrived)
+        return _Round(consumed=consumed, look_again=arrived or asked)
 
     async def _send_steps(
         self, instance_id: str, tickets: Sequence[StepTicket], token: int
@@ -371,7 +402,7 @@ class Dispatcher:
         try:
             await self._send(tickets, token)
         except Exception:
-            logger.warning(
+            InstanceLogger(logger, instance_id).warning(
                 "[%s] could not send %d step(s); they are sent again in %.0f s",
                 instance_id,
                 len(tickets),
@@ -380,25 +411,9 @@ class Dispatcher:
             )
 
 
-class _TrackingSink:
-    """A ``ClaimedSink`` that also knows whether the claim has been given up."""
-
-    def __init__(self, sink: ClaimedSink) -> None:
-        self._sink = sink
-        self.released = False
-        self.last_write: StepWrite | None = None
-
-    async def write(self, write: StepWrite) -> ControlRequest | None:
-        request = await self._sink.write(write)
-        self.last_write = write
-        self.released = self.released or write.release or write.status.is_terminal
-        return request
-
-    async def next_signal(self, name: str) -> BufferedSignal | None:
-        return await self._sink.next_signal(name)
-
-    async def pending_control(self) -> ControlRequest | None:
-        return await self._sink.pending_control()
+def _log(ref: StepRef) -> InstanceLogger:
+    """The dispatcher's logger with the step's instance and task ids on each record."""
+    return InstanceLogger(logger, ref.instance_id, task_id=task_id_of_key(ref.step_key))
 
 
 def _control_event(record: InstanceRecord) -> Event | None:

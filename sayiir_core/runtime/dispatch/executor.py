@@ -27,6 +27,8 @@ class DispatchingExecutor:
     ``consumed``. Any other step is published to the step queue, collected in
     ``to_send`` if it is new (not in ``outstanding``, the steps dispatched by earlier
     advances) or if ``resend``, and reported to the runner as ``StepDispatched``.
+    With ``defer_publishing``, it is not published here but handed over by
+    ``take_unpublished``, for the advance's write to queue it in the same transaction.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class DispatchingExecutor:
         resend: bool,
         check_at: float,
         clock: Callable[[], float] = time.time,
+        defer_publishing: bool = False,
     ) -> None:
         self._queue = queue
         self._definition_hash = definition_hash
@@ -49,6 +52,8 @@ class DispatchingExecutor:
         self._resend = resend
         self._check_at = check_at
         self._clock = clock
+        self._defer = defer_publishing
+        self._unpublished: list[StepTicket] = []
         self.consumed: set[StepRef] = set()
         self.to_send: list[StepTicket] = []
         self._pending: list[StepTicket] = []
@@ -78,11 +83,20 @@ class DispatchingExecutor:
             now=now,
         )
         if self._resend or self._outstanding.get(request.key) != request.attempt:
+            if self._defer:
+                self._unpublished.append(ticket)
+                self.to_send.append(ticket)
+                raise StepDispatched(request.key, self._check_at)
             refused = await self._publish(ticket)
             if refused is not None:
                 return failure(request.key, "PayloadTooLargeError", str(refused), now)
             self.to_send.append(ticket)
         raise StepDispatched(request.key, self._check_at)
+
+    def take_unpublished(self) -> list[StepTicket]:
+        """With ``defer_publishing``: the tickets to publish with the next write."""
+        tickets, self._unpublished = self._unpublished, []
+        return tickets
 
     async def _publish(self, ticket: StepTicket) -> PayloadTooLargeError | None:
         """Publish with the other tickets of this loop iteration, in one write."""

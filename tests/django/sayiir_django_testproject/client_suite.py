@@ -15,7 +15,7 @@ from sayiir_core import InstanceNotFoundError
 from sayiir_django import get_client, submit_on_commit
 from sayiir_django.backend import DjangoBackend
 from sayiir_django.client import DjangoWorkflowClient
-from sayiir_django_testproject.shop.workflows import doubling
+from sayiir_django_testproject.shop.workflows import approval, doubling
 
 
 class RolledBackError(Exception):
@@ -124,8 +124,9 @@ class ClientTests:
         # another connection these would not find the instance (or, on SQLite, would
         # wait for the caller's own write lock).
         with transaction.atomic(using=self.alias):
-            client.submit(doubling, "order-3", 1)
-            client.send_signal("order-3", "nudge", {"n": 1})
+            client.submit(approval, "order-3", 1)
+            assert client.input("order-3") == 1
+            client.send_signal("order-3", "approve", {"n": 1})
             client.pause("order-3", reason="hold")
             client.unpause("order-3")
             assert [e.kind for e in client.history("order-3")] == [

@@ -15,6 +15,7 @@ from sayiir_core import (
     InvalidStateError,
     SerializationError,
     SignalTimeoutError,
+    UnknownSignalError,
     Workflow,
     WorkflowClient,
     WorkflowError,
@@ -168,7 +169,11 @@ def test_signals_of_one_name_are_consumed_in_fifo_order(durable_backend: Backend
     client.submit(wf, "fifo-1", None)
     client.send_signal("fifo-1", "item", {"n": 1})
     client.send_signal("fifo-1", "item", {"n": 2})
-    client.send_signal("fifo-1", "other", {"n": 3})
+    # A name it never waits for: refused by the client that submitted (it knows the
+    # workflow), buffered when sent by one that does not, and never consumed.
+    with pytest.raises(UnknownSignalError):
+        client.send_signal("fifo-1", "other", {"n": 3})
+    WorkflowClient(durable_backend).send_signal("fifo-1", "other", {"n": 3})
 
     done = resume_workflow(wf, "fifo-1", durable_backend)
     assert done.is_completed()

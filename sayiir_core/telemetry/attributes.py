@@ -1,0 +1,10 @@
+"""Span and metric attribute names (OpenTelemetry style: dotted, ``sayiir.`` prefix)."""
+
+ATTR_WORKFLOW = "sayiir.workflow.id"
+ATTR_INSTANCE = "sayiir.instance.id"
+ATTR_TASK = "sayiir.task.id"
+ATTR_STEP_KEY = "sayiir.step.key"
+ATTR_ATTEMPT = "sayiir.step.attempt"
+ATTR_WORKER = "sayiir.worker.id"
+ATTR_OUTCOME = "sayiir.outcome"
+ATTR_ERROR_TYPE = "error.type"

@@ -1,0 +1,170 @@
+"""A span and metrics for one step attempt, around ``LocalExecutor.execute``.
+
+The span is the current span while the task function runs: for async tasks because
+they run inside the attempt's asyncio task, for sync tasks because the executor hands
+``context`` to the thread and attaches it there (a sync task runs under a fresh
+``contextvars.Context``).
+
+This is the per-step hot path with telemetry on, so it does the least it can beyond
+the SDK's own span: the step counters are plain tallies (see ``instruments``), the
+histogram's attribute dicts are made once per step and outcome, and the span is made
+current with one context copy (``set_span_in_context`` + ``attach``, which is what
+``use_span`` does, without its generator).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from sayiir_core.telemetry import otel
+from sayiir_core.telemetry.attributes import (
+    ATTR_ATTEMPT,
+    ATTR_ERROR_TYPE,
+    ATTR_INSTANCE,
+    ATTR_OUTCOME,
+    ATTR_STEP_KEY,
+    ATTR_TASK,
+    ATTR_WORKER,
+    ATTR_WORKFLOW,
+)
+from sayiir_core.telemetry.instruments import Instruments, instruments
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span, Tracer
+
+    from sayiir_core.runtime.executor import TaskOutcome, TaskRequest
+
+__all__ = [
+    "ATTR_ATTEMPT",
+    "ATTR_ERROR_TYPE",
+    "ATTR_INSTANCE",
+    "ATTR_OUTCOME",
+    "ATTR_STEP_KEY",
+    "ATTR_TASK",
+    "ATTR_WORKER",
+    "ATTR_WORKFLOW",
+    "StepObservation",
+    "attach_in_thread",
+    "current_worker_id",
+    "observe_step",
+    "otel_modules",
+]
+
+# Set by the runner of an instance for the steps it starts (asyncio tasks copy it).
+current_worker_id: ContextVar[str | None] = ContextVar("sayiir_worker_id", default=None)
+
+_modules: tuple[ModuleType, ModuleType] | None = None
+
+
+def otel_modules() -> tuple[ModuleType, ModuleType]:
+    """``(opentelemetry.context, opentelemetry.trace)``, imported once (only when on)."""
+    global _modules
+    if _modules is None:
+        from opentelemetry import context, trace
+
+        _modules = (context, trace)
+    return _modules
+
+
+def observe_step(request: TaskRequest) -> StepObservation | None:
+    """The attempt's observation, or ``None`` when tracing and metrics are both off."""
+    if not otel.any_provider_set():  # the common "API imported, nothing set up" case
+        return None
+    tracer = otel.tracer()
+    meters = instruments()
+    if tracer is None and meters is None:
+        return None
+    return StepObservation(request, tracer, meters)
+
+
+class StepObservation:
+    """Use as ``with observation:`` around the attempt; ``finish(outcome)`` before exit."""
+
+    __slots__ = ("_key", "_meters", "_outcome", "_request", "_span", "_token", "_tracer", "context")
+
+    def __init__(
+        self, request: TaskRequest, tracer: Tracer | None, meters: Instruments | None
+    ) -> None:
+        self._request = request
+        self._tracer = tracer
+        self._meters = meters
+        self._span: Span | None = None
+        self._token: Any = None
+        self._outcome: str | None = None
+        self._key = (request.workflow_id, request.task.task_id)
+        self.context: Context | None = None
+        """The OpenTelemetry context with the step span current, for a sync task's thread."""
+
+    def __enter__(self) -> StepObservation:
+        request = self._request
+        meters = self._meters
+        if meters is not None:
+            meters.steps_started.add(self._key)
+            if request.attempt > 1:
+                meters.steps_retried.add(self._key)
+        if self._tracer is not None:
+            context_api, trace_api = otel_modules()
+            task_id = self._key[1]
+            attributes: dict[str, str | int] = {
+                ATTR_WORKFLOW: request.workflow_id,
+                ATTR_INSTANCE: request.instance_id,
+                ATTR_TASK: task_id,
+                ATTR_STEP_KEY: request.key,
+                ATTR_ATTEMPT: request.attempt,
+            }
+            worker = current_worker_id.get()
+            if worker is not None:
+                attributes[ATTR_WORKER] = worker
+            span = self._tracer.start_span(f"step {task_id}", attributes=attributes)
+            self._span = span
+            self.context = trace_api.set_span_in_context(span)
+            self._token = context_api.attach(self.context)
+        return self
+
+    def finish(self, outcome: TaskOutcome) -> None:
+        """Record how the attempt went (the span stays open until the ``with`` exits)."""
+        # TaskFailure is the outcome with an ``error`` (no import of the executor here).
+        error = getattr(outcome, "error", None)
+        self._outcome = "completed" if error is None else "failed"
+        meters = self._meters
+        if meters is not None:
+            (meters.steps_completed if error is None else meters.steps_failed).add(self._key)
+            meters.record_step_duration(
+                self._key, self._outcome, outcome.finished_at - outcome.started_at
+            )
+        span = self._span
+        if span is not None and error is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_attribute(ATTR_ERROR_TYPE, error.error_type)
+            span.set_attribute("sayiir.step.retryable", getattr(outcome, "retryable", False))
+            span.set_status(Status(StatusCode.ERROR, error.message))
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span = self._span
+        if span is None:
+            return
+        if self._outcome is None:  # cancelled (instance cancelled, lease lost) or dispatched
+            self._outcome = "cancelled" if kind is not None else "unknown"
+            if kind is not None:
+                span.set_attribute(ATTR_ERROR_TYPE, kind.__name__)
+        span.set_attribute(ATTR_OUTCOME, self._outcome)
+        otel_modules()[0].detach(self._token)
+        span.end()
+
+
+def attach_in_thread(context: Context | None) -> None:
+    """Make ``context`` current in a sync task's fresh ``contextvars.Context``.
+
+    No detach: that context is thrown away when the task returns.
+    """
+    if context is not None:
+        otel_modules()[0].attach(context)

@@ -1,0 +1,206 @@
+"""``AdvanceQueue``: the two writes of a dispatched advance, and what they cost.
+
+What the two do is the backend contract's (``sayiir_core.testing.advance_queue_contract``,
+run on every backend); here: the shipped backends implement them natively, a
+PostgreSQL claim that waited on a commit, and what a step costs. The round-trip test
+counts what one step of a dispatched workflow costs on PostgreSQL, so it cannot creep
+back up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import pytest
+from postgres_service import WireProxy
+
+from sayiir_core import Flow, task
+from sayiir_core.backends import ConflictPolicy, NewInstance
+from sayiir_core.backends.base import Backend
+from sayiir_core.backends.memory import InMemoryBackend
+from sayiir_core.backends.step_queue import (
+    AdvanceQueue,
+    StepTicket,
+    advance_queue,
+)
+from sayiir_core.runtime import LocalExecutor
+from sayiir_core.runtime.control import InstanceControl
+from sayiir_core.runtime.dispatch import Dispatcher, StepRun
+from sayiir_core.status import Status
+from sayiir_core.workflow.workflow import Workflow
+
+NOW = 1_000.0
+TTL = 30.0
+HASH = "hash-1"
+WANTED = {"wf": HASH}
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        opened: Backend = InMemoryBackend()
+    else:
+        opened = request.getfixturevalue("make_postgres_backend")()
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def created(backend: Backend, status: Status = Status.PENDING) -> None:
+    new = NewInstance("i-1", "wf", HASH, b"1", status, NOW)
+    await backend.create(new, ConflictPolicy.FAIL)
+
+
+async def test_the_shipped_step_queues_have_the_atomic_advance(backend: Backend) -> None:
+    """No shipped backend with a step queue falls back to a read then a claim (racy)."""
+    assert isinstance(backend, AdvanceQueue)
+    assert advance_queue(backend) is backend
+
+
+@pytest.mark.postgres
+async def test_claim_if_free_after_waiting_on_a_commit_sees_its_checkpoints(
+    make_postgres_backend: Callable[..., Any], postgres_schema: tuple[str, str]
+) -> None:
+    """A claim that waits for a holder's releasing commit claims the row as that commit
+    left it, and must return the checkpoints that commit wrote too (its statement's
+    snapshot predates them: they are read again)."""
+    url, schema = postgres_schema
+    backend = make_postgres_backend()
+    await backend.open()
+    other = await asyncpg.connect(url)
+    try:
+        ops = advance_queue(backend)
+        await created(backend)
+        table = f'"{schema}"'
+        # A releasing commit in progress: it holds the row until it commits.
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute(
+            f"UPDATE {table}.sayiir_instances SET status = 'waiting' WHERE instance_id = 'i-1'"
+        )
+        await other.execute(
+            f"INSERT INTO {table}.sayiir_checkpoints (instance_id, step_key, payload) "
+            "VALUES ('i-1', 'a', '\\x32')"
+        )
+        claiming = asyncio.ensure_future(ops.claim_if_free("i-1", "w2", WANTED, TTL, NOW))
+        await asyncio.sleep(0.3)
+        assert not claiming.done()  # waits for the row
+        await transaction.commit()
+
+        claim = await claiming
+        assert claim is not None
+        assert claim.instance.record.status is Status.WAITING
+        assert claim.instance.checkpoints == {"a": b"2"}
+    finally:
+        await other.close()
+        await backend.close()
+
+
+# -- what one step costs ------------------------------------------------------------------
+
+
+@task("inc")
+def inc(x: int) -> int:
+    return x + 1
+
+
+TEN = Flow("ten").then(inc).then(inc).then(inc).then(inc).then(inc)
+TEN = TEN.then(inc).then(inc).then(inc).then(inc).then(inc)
+TEN_STEPS = TEN.build()
+
+
+async def run_through_messages(
+    dispatcher: Dispatcher, messages: asyncio.Queue[StepTicket]
+) -> list[StepRun]:
+    runs = []
+    while not messages.empty():
+        sent = messages.get_nowait()
+        ref = sent.ref
+        runs.append(await dispatcher.run_step(ref, sent.workflow_id, sent.definition_hash))
+    return runs
+
+
+def collecting(messages: asyncio.Queue[StepTicket]) -> Callable[..., Awaitable[None]]:
+    async def send(tickets: Sequence[StepTicket], token: int) -> None:
+        for sent in tickets:
+            messages.put_nowait(sent)
+
+    return send
+
+
+@pytest.mark.postgres
+async def test_a_dispatched_step_costs_three_round_trips_on_postgres(
+    postgres_schema: tuple[str, str],
+) -> None:
+    """Claim the step; claim the instance with its checkpoints; commit the checkpoint,
+    queue the next step and release, in one statement. (Before: about seven.)"""
+    from sayiir_core.backends.postgres import PostgresBackend
+
+    url, schema = postgres_schema
+    proxy = WireProxy()
+    await proxy.start()
+    backend = PostgresBackend(proxy.url(url), schema=schema, max_connections=1)
+    await backend.open()
+    try:
+        messages: asyncio.Queue[StepTicket] = asyncio.Queue()
+        dispatcher = Dispatcher(
+            backend, [TEN_STEPS], collecting(messages), executor=LocalExecutor(), owner_id="w"
+        )
+        assert isinstance(advance_queue(backend), AdvanceQueue)
+        await InstanceControl(backend).submit(TEN_STEPS, "warm-up", 0)
+        await dispatcher.advance("warm-up")
+        await run_through_messages(dispatcher, messages)  # prepares every statement
+        await InstanceControl(backend).submit(TEN_STEPS, "counted", 0)
+        await dispatcher.advance("counted")
+        proxy.round_trips = 0
+
+        runs = await run_through_messages(dispatcher, messages)
+
+        assert runs == [StepRun.RAN] * 10
+        assert proxy.round_trips == 3 * 10
+        record = await backend.get_record("counted")
+        assert record is not None
+        assert record.status is Status.COMPLETED
+    finally:
+        await backend.close()
+        await proxy.stop()
+
+
+@pytest.mark.postgres
+async def test_a_too_large_output_fails_its_step_when_written_in_one_go(
+    make_postgres_backend: Callable[..., Any],
+) -> None:
+    """The combined write is refused for size before anything is sent; the advance is
+    done again one write at a time, where the runner fails the step."""
+    backend = make_postgres_backend(max_payload_bytes=200)
+    await backend.open()
+    try:
+        messages: asyncio.Queue[StepTicket] = asyncio.Queue()
+        dispatcher = Dispatcher(
+            backend, [BIG_FLOW], collecting(messages), executor=LocalExecutor(), owner_id="w"
+        )
+        await InstanceControl(backend).submit(BIG_FLOW, "big", 0)
+        await dispatcher.advance("big")
+
+        assert await run_through_messages(dispatcher, messages) == [StepRun.RAN]
+
+        record = await backend.get_record("big")
+        assert record is not None
+        assert record.status is Status.FAILED
+        assert record.error is not None
+        assert "PayloadTooLargeError" in str(record.error)
+    finally:
+        await backend.close()
+
+
+@task("big")
+def big(x: int) -> str:
+    return "x" * 1000
+
+
+BIG_FLOW: Workflow = Flow("big").then(big).then(inc).build()
