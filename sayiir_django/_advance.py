@@ -25,10 +25,11 @@ from sayiir_core.backends.base import (
     LoadedInstance,
     StepWrite,
 )
+from sayiir_core.backends.rows import record_from_values
 from sayiir_core.backends.step_queue import StepTicket
 from sayiir_django import _operations as ops
 from sayiir_django import _step_queue as steps
-from sayiir_django._records import ROW_COLUMNS, record_from_row
+from sayiir_django._records import ROW_COLUMNS
 from sayiir_django._transactions import Database, Done
 
 
@@ -46,7 +47,7 @@ def claim_if_free(
         found = row.values(*ROW_COLUMNS).first()
         if found is None:
             return None
-        record = record_from_row(found)
+        record = record_from_values(found)
         if not is_free_for(record, definitions, now):
             return None
         taken = dataclasses.replace(
@@ -68,7 +69,7 @@ def claim_if_free(
         )
         if found is None:
             return None  # not applied: claim again
-        return Done(_claim(db, found["id"], record_from_row(found)))
+        return Done(_claim(db, found["id"], record_from_values(found)))
 
     return db.run("claim_if_free", body, resolve=resolve)
 

@@ -12,6 +12,7 @@ from sayiir_core.backends.base import (
     InstancePage,
     InstanceRecord,
 )
+from sayiir_core.backends.rows import RECORD_COLUMNS, record_from_values
 from sayiir_core.backends.rules import (
     apply_control_request,
     apply_reset,
@@ -25,7 +26,7 @@ from sayiir_core.backends.rules import (
 )
 from sayiir_core.status import Status
 from sayiir_django._operations import instances, require, save
-from sayiir_django._records import RECORD_COLUMNS, event_from_row, record_from_row
+from sayiir_django._records import event_from_row
 from sayiir_django._transactions import Database
 from sayiir_django._wakeups import announce_finish, announce_work
 from sayiir_django.models import Checkpoint, HistoryEntry, PendingSignal, SharedStep
@@ -43,7 +44,7 @@ def request_control(
 ) -> InstanceRecord:
     def body() -> InstanceRecord:
         row = require(db, instance_id)
-        before = record_from_row(row)
+        before = record_from_values(row)
         after, events = apply_control_request(before, request, reason, by, now)
         save(db, row, before, after, events)
         if after.status.is_terminal:  # cancelled at once: nobody will checkpoint
@@ -57,7 +58,7 @@ def request_control(
 def unpause(db: Database, instance_id: str, now: float) -> InstanceRecord:
     def body() -> InstanceRecord:
         row = require(db, instance_id)
-        before = record_from_row(row)
+        before = record_from_values(row)
         after, events = apply_unpause(before, now)
         save(db, row, before, after, events)
         if after.status is Status.PENDING:
@@ -70,7 +71,7 @@ def unpause(db: Database, instance_id: str, now: float) -> InstanceRecord:
 def send_signal(db: Database, instance_id: str, name: str, payload: bytes, now: float) -> None:
     def body() -> None:
         row = require(db, instance_id)
-        before = record_from_row(row)
+        before = record_from_values(row)
         check_signal_target(before, name)
         # The row is locked (PostgreSQL) or the database is (SQLite), and this count
         # is a statement of its own, so concurrent senders cannot overshoot the bound.
@@ -128,7 +129,7 @@ def list_instances(
         rows = list(qs.values("id", *RECORD_COLUMNS)[: limit + 1])
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1]["id"]) if len(rows) > limit else None
-        return InstancePage([record_from_row(row) for row in page], next_cursor)
+        return InstancePage([record_from_values(row) for row in page], next_cursor)
 
     return db.run("list_instances", body, atomic=False)
 
@@ -158,7 +159,7 @@ def reset_from(db: Database, instance_id: str, task_id: str, now: float) -> Inst
             .order_by("id")
             .values_list("id", "step_key")
         )
-        before = record_from_row(row)
+        before = record_from_values(row)
         after, keep, event = apply_reset(before, [key for _, key in written], task_id, now)
         if keep < len(written):
             Checkpoint.objects.using(db.alias).filter(

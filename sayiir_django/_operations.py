@@ -26,6 +26,7 @@ from sayiir_core.backends.base import (
     NewInstance,
     StepWrite,
 )
+from sayiir_core.backends.rows import RECORD_COLUMNS, record_from_values
 from sayiir_core.backends.rules import (
     committed_record,
     is_claimable,
@@ -38,14 +39,12 @@ from sayiir_core.errors import InstanceAlreadyExistsError, LeaseLostError
 from sayiir_core.status import Status
 from sayiir_django import _postgres as postgres
 from sayiir_django._records import (
-    RECORD_COLUMNS,
     ROW_COLUMNS,
     changed_columns,
     created_timestamp,
     event_columns,
     latest_step,
     record_columns,
-    record_from_row,
 )
 from sayiir_django._transactions import Database, Done
 from sayiir_django._wakeups import announce_finish, announce_work, wake_in_process
@@ -154,7 +153,7 @@ def create(db: Database, new: NewInstance, policy: ConflictPolicy) -> tuple[Inst
             last = _last_history_seq(db, new.instance_id)
             _insert(db, record, append_history(db, new.instance_id, last, [started]))
         else:
-            existing = record_from_row(row)
+            existing = record_from_values(row)
             if policy is ConflictPolicy.USE_EXISTING:
                 return existing, False
             if policy is ConflictPolicy.FAIL:
@@ -242,7 +241,7 @@ def load(db: Database, instance_id: str) -> LoadedInstance | None:
             for row in found
             if row["checkpoints__step_key"] is not None
         }
-        return LoadedInstance(record_from_row(found[0]), checkpoints)
+        return LoadedInstance(record_from_values(found[0]), checkpoints)
 
     return db.run("load", body, atomic=False)
 
@@ -250,7 +249,7 @@ def load(db: Database, instance_id: str) -> LoadedInstance | None:
 def get_record(db: Database, instance_id: str) -> InstanceRecord | None:
     def body() -> InstanceRecord | None:
         row = instances(db).filter(instance_id=instance_id).values(*RECORD_COLUMNS).first()
-        return None if row is None else record_from_row(row)
+        return None if row is None else record_from_values(row)
 
     return db.run("get_record", body, atomic=False)
 
@@ -289,7 +288,7 @@ def claim(db: Database, instance_id: str, owner: str, lease_until: float) -> Cla
     def body() -> Claim:
         row = require(db, instance_id)
         record = dataclasses.replace(
-            record_from_row(row),
+            record_from_values(row),
             owner=owner,
             claim_token=row["claim_token"] + 1,
             lease_until=lease_until,
@@ -342,7 +341,9 @@ def claim_next(
     def body() -> list[Claim]:
         rows = list(locked(db, candidates, skip_locked=True).values(*ROW_COLUMNS)[:limit])
         taken = [
-            (row["id"], record) for row in rows if is_claimable(record := record_from_row(row), now)
+            (row["id"], record)
+            for row in rows
+            if is_claimable(record := record_from_values(row), now)
         ]
         if not taken:
             return []
@@ -365,7 +366,8 @@ def claim_next(
         return Done(
             [
                 Claim(
-                    LoadedInstance(record_from_row(row), checkpoints[row["id"]]), row["claim_token"]
+                    LoadedInstance(record_from_values(row), checkpoints[row["id"]]),
+                    row["claim_token"],
                 )
                 for row in mine
             ]
@@ -449,7 +451,7 @@ def commit(
                 )
             except IntegrityError as exc:
                 raise _DuplicateCheckpointError from exc
-        before = record_from_row(row)
+        before = record_from_values(row)
         after = committed_record(before, write)
         save(db, row, before, after, write.events, last_commit=commit_id)
         if write.consumed_signal is not None:
@@ -511,7 +513,7 @@ def resolve_commit(
     if row is None:
         raise missing(instance_id)
     if row["last_commit"] == commit_id:
-        return Done(record_from_row(row).control_request)
+        return Done(record_from_values(row).control_request)
     if row["claim_token"] != token or row["owner"] is None:
         raise _lease_lost(instance_id, token, row["claim_token"])
     return None  # not applied, and the claim is still ours: send it again

@@ -18,7 +18,7 @@ implicit transaction, as ``PostgresBackend`` does it:
   queued by the same statement, so only if the fence held.
 
 What the commit sets and clears comes from ``rules.committed_record``, run on a probe
-record (``_PROBE``), so the shared rule stays the one source of truth.
+record (``rows.commit_effects``), so the shared rule stays the one source of truth.
 
 A new instance is likewise one ``INSERT ... ON CONFLICT DO NOTHING`` with its "started"
 history entry; only an id that exists already takes the ORM's path, which applies the
@@ -35,16 +35,15 @@ from typing import Any
 from django.db import connections
 
 from sayiir_core.backends.base import ControlRequest, HistoryEvent, InstanceRecord, StepWrite
-from sayiir_core.backends.rules import committed_record, settled_status
+from sayiir_core.backends.rows import RECORD_COLUMNS, commit_effects, error_json, to_json
+from sayiir_core.backends.rules import settled_status
 from sayiir_core.backends.step_queue import StepTicket
 from sayiir_core.status import Status
 from sayiir_django._records import (
     created_timestamp,
-    error_json,
     event_columns,
     latest_step,
     record_columns,
-    to_json,
 )
 from sayiir_django._wakeups import DONE_CHANNEL, WORK_CHANNEL
 from sayiir_django.models import (
@@ -58,21 +57,6 @@ from sayiir_django.models import (
 CHECKPOINT_CONSTRAINT = "sayiir_checkpoint_once_per_step"
 _RUNNABLE = (Status.PENDING.value, Status.RUNNING.value)
 _FINISHED = tuple(status.value for status in Status if status.is_terminal)
-
-# A record that holds a claim and a control request: passing it through
-# rules.committed_record shows which of those a write clears.
-_PROBE = InstanceRecord(
-    instance_id="",
-    workflow_id="",
-    definition_hash="",
-    status=Status.RUNNING,
-    input=b"",
-    created_at=0.0,
-    updated_at=0.0,
-    control_request=ControlRequest.CANCEL,
-    owner="probe",
-    lease_until=1.0,
-)
 
 
 @dataclass(frozen=True)
@@ -109,7 +93,7 @@ def commit(
         all_steps=write.status.is_terminal,
         publishes=bool(tickets),
     )
-    effects = committed_record(_PROBE, write)
+    effects = commit_effects(write)
     params: dict[str, Any] = {
         "instance_id": instance_id,
         "token": token,
@@ -327,7 +311,7 @@ def _insert_statement() -> str:
         "claim_token": "int8",
         "priority": "int2",
     }
-    columns = [*record_columns(_PROBE)]
+    columns = list(RECORD_COLUMNS)
     values = ", ".join(f"%({c})s::{types.get(c, 'text')}" for c in columns)
     return f"""
         WITH ins AS (

@@ -11,72 +11,21 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
-
-from sayiir_core.backends.base import ControlRequest, HistoryEvent, InstanceRecord
-from sayiir_core.backends.step_queue import StepResult
-from sayiir_core.errors import BackendError
-from sayiir_core.status import ErrorInfo, Status
-
-# The columns an InstanceRecord is read from, in the record's own field names.
-RECORD_COLUMNS = (
-    "instance_id",
-    "workflow_id",
-    "definition_hash",
-    "status",
-    "input",
-    "created_at",
-    "updated_at",
-    "output",
-    "error",
-    "control",
-    "wake_at",
-    "reason",
-    "cancelled_by",
-    "paused_by",
-    "control_request",
-    "owner",
-    "claim_token",
-    "lease_until",
-    "priority",
+from sayiir_core.backends.base import HistoryEvent, InstanceRecord
+from sayiir_core.backends.rows import (
+    RECORD_COLUMNS,
+    error_json,
+    to_json,
 )
+from sayiir_core.backends.step_queue import StepResult
+from sayiir_core.status import ErrorInfo
+
 # Read with a record inside a write: the row's key and its history counter.
 ROW_COLUMNS = ("id", "history_seq", "has_shared_steps", *RECORD_COLUMNS)
 # Everything but the identity and the write-once columns.
 MUTABLE_COLUMNS = tuple(
     c for c in RECORD_COLUMNS if c not in ("instance_id", "input", "created_at")
 )
-
-
-def record_from_row(row: Mapping[str, Any]) -> InstanceRecord:
-    try:
-        return InstanceRecord(
-            instance_id=row["instance_id"],
-            workflow_id=row["workflow_id"],
-            definition_hash=row["definition_hash"],
-            status=Status(row["status"]),
-            input=bytes(row["input"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            output=None if row["output"] is None else bytes(row["output"]),
-            error=error_from_json(row["error"]),
-            control=json.loads(row["control"]),
-            wake_at=row["wake_at"],
-            reason=row["reason"],
-            cancelled_by=row["cancelled_by"],
-            paused_by=row["paused_by"],
-            control_request=(
-                None if row["control_request"] is None else ControlRequest(row["control_request"])
-            ),
-            owner=row["owner"],
-            claim_token=row["claim_token"],
-            lease_until=row["lease_until"],
-            priority=row["priority"],
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BackendError(
-            f"corrupt row for workflow instance {row.get('instance_id')!r}: {exc!r}"
-        ) from exc
 
 
 def record_columns(
@@ -150,24 +99,6 @@ def latest_step(events: Sequence[HistoryEvent]) -> tuple[str, int | None] | None
         if event.step_key is not None:
             return event.step_key, event.attempt
     return None
-
-
-def to_json(value: Mapping[str, Any], what: str) -> str:
-    try:
-        return orjson.dumps(value, default=_plain_mapping).decode()
-    except TypeError as exc:
-        raise BackendError(f"cannot store {what} as JSON: {exc}") from exc
-
-
-def _plain_mapping(value: object) -> dict[Any, Any]:
-    # Records hold read-only mappings (MappingProxyType) that orjson cannot encode as such.
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def error_json(error: ErrorInfo | None) -> str | None:
-    return None if error is None else to_json(error.to_dict(), "error")
 
 
 def error_from_json(text: str | None) -> ErrorInfo | None:

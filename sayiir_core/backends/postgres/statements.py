@@ -12,13 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sayiir_core.backends._rows import (
-    RECORD_COLUMNS,
-    commit_effects,
-    event_from_row,
-    record_from_row,
-    to_json,
-)
 from sayiir_core.backends.base import (
     Claim,
     ControlRequest,
@@ -28,6 +21,13 @@ from sayiir_core.backends.base import (
     StepWrite,
 )
 from sayiir_core.backends.postgres.schema import quote
+from sayiir_core.backends.rows import (
+    RECORD_COLUMNS,
+    commit_effects,
+    event_from_row,
+    record_from_row,
+    to_json,
+)
 from sayiir_core.errors import LeaseLostError, PayloadTooLargeError
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status

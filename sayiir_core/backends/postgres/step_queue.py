@@ -14,13 +14,13 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sayiir_core.backends._rows import to_json
 from sayiir_core.backends.base import Claim, LoadedInstance
 from sayiir_core.backends.postgres import statements as sql
 from sayiir_core.backends.postgres.listen import WorkListener
 from sayiir_core.backends.postgres.schema import quote
 from sayiir_core.backends.postgres.session import Attempt, Done, Session
 from sayiir_core.backends.postgres.statements import FINISHED_SQL, check_size
+from sayiir_core.backends.rows import to_json
 from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status

@@ -28,7 +28,6 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sayiir_core.backends._rows import event_from_row, record_from_row
 from sayiir_core.backends.base import (
     BufferedSignal,
     Claim,
@@ -44,6 +43,7 @@ from sayiir_core.backends.base import (
 )
 from sayiir_core.backends.forks import ProcessOwner
 from sayiir_core.backends.notify import FinishWatch, notifiers_for
+from sayiir_core.backends.rows import event_from_row, record_from_row
 from sayiir_core.backends.rules import (
     apply_control_request,
     apply_reset,

@@ -11,14 +11,14 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sayiir_core.backends._rows import (
+from sayiir_core.backends.base import HistoryEvent, InstanceRecord, StepWrite
+from sayiir_core.backends.rows import (
     RECORD_COLUMNS,
     commit_effects,
     error_json,
     record_from_row,
     to_json,
 )
-from sayiir_core.backends.base import HistoryEvent, InstanceRecord, StepWrite
 from sayiir_core.backends.rules import missing
 from sayiir_core.errors import LeaseLostError
 from sayiir_core.status import Status

@@ -1,7 +1,8 @@
-"""Row <-> record conversion shared by the SQL backends (SQLite and PostgreSQL).
+"""Row <-> record conversion shared by the SQL backends (SQLite, PostgreSQL, Django).
 
-Both store an instance in the same columns, with JSON text for the control state, the
-error and history details, so one set of converters serves both.
+They store an instance in the same columns, with JSON text for the control state, the
+error and history details, so one set of converters serves them all. Public for
+backends outside the core (``sayiir_django``) that keep the same columns.
 """
 
 from __future__ import annotations
@@ -42,27 +43,34 @@ RECORD_COLUMNS = (
 
 
 def record_from_row(row: Sequence[Any]) -> InstanceRecord:
-    values = dict(zip(RECORD_COLUMNS, row, strict=True))
+    """The record of a row holding ``RECORD_COLUMNS`` in that order."""
+    return record_from_values(dict(zip(RECORD_COLUMNS, row, strict=True)))
+
+
+def record_from_values(values: Mapping[str, Any]) -> InstanceRecord:
+    """The record of ``RECORD_COLUMNS`` by name; ``BackendError`` for a corrupt row."""
     try:
         return _record(values)
     except (ValueError, KeyError, TypeError) as exc:
         raise BackendError(
-            f"corrupt row for workflow instance {values['instance_id']!r}: {exc!r}"
+            f"corrupt row for workflow instance {values.get('instance_id')!r}: {exc!r}"
         ) from exc
 
 
 def _record(values: Mapping[str, Any]) -> InstanceRecord:
     error = values["error"]
     request = values["control_request"]
+    output = values["output"]
     return InstanceRecord(
         instance_id=values["instance_id"],
         workflow_id=values["workflow_id"],
         definition_hash=values["definition_hash"],
         status=Status(values["status"]),
-        input=values["input"],
+        # bytes() of bytes is the same object; drivers may hand back a memoryview.
+        input=bytes(values["input"]),
         created_at=values["created_at"],
         updated_at=values["updated_at"],
-        output=values["output"],
+        output=None if output is None else bytes(output),
         error=ErrorInfo.from_dict(json.loads(error)) if error is not None else None,
         control=json.loads(values["control"]),
         wake_at=values["wake_at"],
