@@ -14,7 +14,8 @@ from typing import Any
 from sayiir_core.backends.base import HistoryEvent, InstanceRecord
 from sayiir_core.backends.rows import (
     RECORD_COLUMNS,
-    error_json,
+    record_values,
+    step_result,
     to_json,
 )
 from sayiir_core.backends.step_queue import StepResult
@@ -32,27 +33,7 @@ def record_columns(
     record: InstanceRecord, *, only: Sequence[str] = RECORD_COLUMNS
 ) -> dict[str, Any]:
     """Column values for ``record`` (all of them, or ``only`` those)."""
-    values = {
-        "instance_id": record.instance_id,
-        "workflow_id": record.workflow_id,
-        "definition_hash": record.definition_hash,
-        "status": record.status.value,
-        "input": record.input,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "output": record.output,
-        "error": error_json(record.error),
-        "control": to_json(record.control, "control state"),
-        "wake_at": record.wake_at,
-        "reason": record.reason,
-        "cancelled_by": record.cancelled_by,
-        "paused_by": record.paused_by,
-        "control_request": None if record.control_request is None else record.control_request.value,
-        "owner": record.owner,
-        "claim_token": record.claim_token,
-        "lease_until": record.lease_until,
-        "priority": record.priority,
-    }
+    values = record_values(record)
     return {column: values[column] for column in only}
 
 
@@ -105,29 +86,7 @@ def error_from_json(text: str | None) -> ErrorInfo | None:
     return None if text is None else ErrorInfo.from_dict(json.loads(text))
 
 
-def failure_json(result: StepResult) -> str | None:
-    """A shared step's failure: the error, whether it may be retried, its traceback."""
-    if result.error is None:
-        return None
-    failure = {
-        "error": result.error.to_dict(),
-        "retryable": result.retryable,
-        "traceback": result.traceback,
-    }
-    return to_json(failure, "step error")
-
-
 def result_from_row(row: Mapping[str, Any]) -> StepResult:
-    worker_id, started_at, finished_at = row["worker_id"], row["started_at"], row["finished_at"]
-    if row["error"] is None:
-        output = None if row["output"] is None else bytes(row["output"])
-        return StepResult(worker_id, started_at, finished_at, output=output)
-    failure = json.loads(row["error"])
-    return StepResult(
-        worker_id,
-        started_at,
-        finished_at,
-        error=ErrorInfo.from_dict(failure["error"]),
-        retryable=failure["retryable"],
-        traceback=failure["traceback"],
+    return step_result(
+        row["worker_id"], row["started_at"], row["finished_at"], row["output"], row["error"]
     )

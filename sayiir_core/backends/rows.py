@@ -15,6 +15,7 @@ import orjson
 
 from sayiir_core.backends.base import ControlRequest, HistoryEvent, InstanceRecord, StepWrite
 from sayiir_core.backends.rules import committed_record
+from sayiir_core.backends.step_queue import StepResult
 from sayiir_core.errors import BackendError
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status
@@ -85,6 +86,31 @@ def _record(values: Mapping[str, Any]) -> InstanceRecord:
     )
 
 
+def record_values(record: InstanceRecord) -> dict[str, Any]:
+    """The column values of ``record``, by ``RECORD_COLUMNS`` name (what a write stores)."""
+    return {
+        "instance_id": record.instance_id,
+        "workflow_id": record.workflow_id,
+        "definition_hash": record.definition_hash,
+        "status": record.status.value,
+        "input": record.input,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "output": record.output,
+        "error": error_json(record.error),
+        "control": to_json(record.control, "control state"),
+        "wake_at": record.wake_at,
+        "reason": record.reason,
+        "cancelled_by": record.cancelled_by,
+        "paused_by": record.paused_by,
+        "control_request": record.control_request.value if record.control_request else None,
+        "owner": record.owner,
+        "claim_token": record.claim_token,
+        "lease_until": record.lease_until,
+        "priority": record.priority,
+    }
+
+
 def event_from_row(row: Sequence[Any]) -> HistoryEvent:
     kind, at, step_key, attempt, worker_id, detail, seq = row
     return HistoryEvent(
@@ -114,6 +140,42 @@ def _plain_mapping(value: object) -> dict[Any, Any]:
 
 def error_json(error: ErrorInfo | None) -> str | None:
     return None if error is None else to_json(error.to_dict(), "error")
+
+
+def failure_json(result: StepResult) -> str | None:
+    """A shared step's failure as stored: the error, whether it may be retried, its
+    traceback; ``None`` for a success."""
+    if result.error is None:
+        return None
+    failure = {
+        "error": result.error.to_dict(),
+        "retryable": result.retryable,
+        "traceback": result.traceback,
+    }
+    return to_json(failure, "step error")
+
+
+def step_result(
+    worker_id: str,
+    started_at: float,
+    finished_at: float,
+    output: bytes | None,
+    failure: str | None,
+) -> StepResult:
+    """A shared step's stored outcome back (``failure`` as ``failure_json`` wrote it)."""
+    if failure is None:
+        return StepResult(
+            worker_id, started_at, finished_at, output=None if output is None else bytes(output)
+        )
+    stored = json.loads(failure)
+    return StepResult(
+        worker_id,
+        started_at,
+        finished_at,
+        error=ErrorInfo.from_dict(stored["error"]),
+        retryable=stored["retryable"],
+        traceback=stored["traceback"],
+    )
 
 
 # A record that holds a claim and a control request. Passing it through

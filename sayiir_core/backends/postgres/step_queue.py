@@ -9,7 +9,6 @@ so workers are not woken for every finished step).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,9 +19,8 @@ from sayiir_core.backends.postgres.listen import WorkListener
 from sayiir_core.backends.postgres.schema import quote
 from sayiir_core.backends.postgres.session import Attempt, Done, Session
 from sayiir_core.backends.postgres.statements import FINISHED_SQL, check_size
-from sayiir_core.backends.rows import to_json
+from sayiir_core.backends.rows import failure_json, step_result, to_json
 from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
-from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status
 
 if TYPE_CHECKING:
@@ -309,7 +307,7 @@ class PostgresStepQueue:
             result.started_at,
             result.finished_at,
             result.output,
-            _failure_json(result),
+            failure_json(result),
         ]
 
         async def body(conn: Conn, attempt: Attempt) -> bool:
@@ -406,27 +404,6 @@ def _claimed(rows: Sequence[Any]) -> list[ClaimedStep]:
     return sorted(claimed, key=lambda c: (c.ticket.priority, c.ticket.now))
 
 
-def _failure_json(result: StepResult) -> str | None:
-    if result.error is None:
-        return None
-    failure = {
-        "error": result.error.to_dict(),
-        "retryable": result.retryable,
-        "traceback": result.traceback,
-    }
-    return to_json(failure, "step error")
-
-
 def _result_from(row: Any) -> StepResult:
-    worker_id, started_at, finished_at, output, error = row[3:8]
-    if error is None:
-        return StepResult(worker_id, started_at, finished_at, output=output)
-    failure = json.loads(error)
-    return StepResult(
-        worker_id,
-        started_at,
-        finished_at,
-        error=ErrorInfo.from_dict(failure["error"]),
-        retryable=failure["retryable"],
-        traceback=failure["traceback"],
-    )
+    worker_id, started_at, finished_at, output, failure = row[3:8]
+    return step_result(worker_id, started_at, finished_at, output, failure)

@@ -43,7 +43,7 @@ from sayiir_core.backends.base import (
 )
 from sayiir_core.backends.forks import ProcessOwner
 from sayiir_core.backends.notify import FinishWatch, notifiers_for
-from sayiir_core.backends.rows import event_from_row, record_from_row
+from sayiir_core.backends.rows import event_from_row, record_from_row, record_values
 from sayiir_core.backends.rules import (
     apply_control_request,
     apply_reset,
@@ -203,7 +203,7 @@ class SqliteBackend(OpensAndCloses):
                 # so it lists as the newest instance, like any other fresh submission.
                 for statement in (sql.DELETE_INSTANCE, sql.DELETE_CHECKPOINTS, sql.DELETE_SIGNALS):
                     conn.execute(statement, (new.instance_id,))
-            conn.execute(sql.INSERT_RECORD, sql.record_params(record))
+            conn.execute(sql.INSERT_RECORD, record_values(record))
             sql.append_events(conn, new.instance_id, events)
             return record, True
 

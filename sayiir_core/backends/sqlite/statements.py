@@ -17,6 +17,7 @@ from sayiir_core.backends.rows import (
     commit_effects,
     error_json,
     record_from_row,
+    record_values,
     to_json,
 )
 from sayiir_core.backends.rules import missing
@@ -167,30 +168,6 @@ def list_query(*, by_status: bool, by_workflow: bool, after: bool) -> str:
     )
 
 
-def record_params(record: InstanceRecord) -> dict[str, Any]:
-    return {
-        "instance_id": record.instance_id,
-        "workflow_id": record.workflow_id,
-        "definition_hash": record.definition_hash,
-        "status": record.status.value,
-        "input": record.input,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "output": record.output,
-        "error": error_json(record.error),
-        "control": to_json(record.control, "control state"),
-        "wake_at": record.wake_at,
-        "reason": record.reason,
-        "cancelled_by": record.cancelled_by,
-        "paused_by": record.paused_by,
-        "control_request": record.control_request.value if record.control_request else None,
-        "owner": record.owner,
-        "claim_token": record.claim_token,
-        "lease_until": record.lease_until,
-        "priority": record.priority,
-    }
-
-
 def commit_params(instance_id: str, token: int, write: StepWrite) -> dict[str, Any]:
     """Parameters for ``COMMIT_RECORD``; ``status`` is for the caller's ``SET_STATUS``."""
     after = commit_effects(write)
@@ -268,7 +245,7 @@ def save_record(
 ) -> None:
     """Write ``after`` if it differs from ``before``, and append ``events``."""
     if after != before:
-        conn.execute(UPDATE_RECORD, record_params(after))
+        conn.execute(UPDATE_RECORD, record_values(after))
     append_events(conn, after.instance_id, events)
 
 
