@@ -20,13 +20,12 @@ from sayiir_core.codec import Codec
 from sayiir_core.errors import PayloadTooLargeError, SerializationError
 from sayiir_core.runtime.executor import (
     Executor,
-    TaskFailure,
     TaskOutcome,
     TaskRequest,
-    TaskSuccess,
     encode_or_raise,
 )
 from sayiir_core.runtime.runner import DEFAULT_PRIORITY
+from sayiir_core.runtime.step_outcomes import outcome_of
 from sayiir_core.runtime.storage_health import StorageHealth
 
 logger = logging.getLogger("sayiir.worker")
@@ -87,7 +86,7 @@ class SharingExecutor:
             await self._publisher.publish(ticket)
         except PayloadTooLargeError:
             return await self._run_here(request)  # its input cannot be queued: run it here
-        return _outcome(await self._results.wait(ticket.ref), self._codec)
+        return outcome_of(await self._results.wait(ticket.ref), self._codec)
 
     async def _run_here(self, request: TaskRequest) -> TaskOutcome:
         self._running_here[request.instance_id] += 1
@@ -178,24 +177,3 @@ class _ResultWatcher:
                     await self._queue.wait_for_step_results(self._poll_interval)
                 except Exception:  # no wake-ups for now: poll
                     await asyncio.sleep(self._poll_interval)
-
-
-def _outcome(result: StepResult, codec: Codec) -> TaskOutcome:
-    if result.error is None and result.output is not None:
-        return TaskSuccess(
-            codec.decode(result.output),
-            result.output,
-            result.started_at,
-            result.finished_at,
-            result.worker_id,
-        )
-    if result.error is None:
-        raise AssertionError("a finished step has neither output nor error")
-    return TaskFailure(
-        result.error,
-        result.retryable,
-        result.traceback,
-        result.started_at,
-        result.finished_at,
-        result.worker_id,
-    )

@@ -18,7 +18,8 @@ from sayiir_core.codec import Codec
 from sayiir_core.errors import PayloadTooLargeError
 from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.machine.state import ErrorInfo
-from sayiir_core.runtime.executor import Executor, TaskOutcome, TaskRequest, TaskSuccess
+from sayiir_core.runtime.executor import Executor, TaskOutcome, TaskRequest
+from sayiir_core.runtime.step_outcomes import step_result
 from sayiir_core.telemetry.logs import InstanceLogger
 from sayiir_core.telemetry.propagation import attached, stored_parent
 from sayiir_core.telemetry.steps import current_worker_id
@@ -67,7 +68,7 @@ async def run_claimed_step(
         finally:
             heartbeat.cancel()
             run.cancel()
-        result = _result(outcome, worker_id)
+        result = step_result(outcome, worker_id)
     try:
         stored = await queue.finish_step(ref, claimed.token, result)
     except PayloadTooLargeError as error:
@@ -149,18 +150,3 @@ async def _keep_lease(
         if renewed is False:
             run.cancel()
             return False
-
-
-def _result(outcome: TaskOutcome, worker_id: str) -> StepResult:
-    if isinstance(outcome, TaskSuccess):
-        return StepResult(
-            worker_id, outcome.started_at, outcome.finished_at, output=outcome.encoded
-        )
-    return StepResult(
-        worker_id,
-        outcome.started_at,
-        outcome.finished_at,
-        error=outcome.error,
-        retryable=outcome.retryable,
-        traceback=outcome.traceback,
-    )

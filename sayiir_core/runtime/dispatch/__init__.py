@@ -42,8 +42,9 @@ from sayiir_core.runtime.dispatch.dispatcher import (
     StepRun,
 )
 from sayiir_core.runtime.dispatch.executor import DispatchingExecutor
-from sayiir_core.runtime.dispatch.outcomes import dispatched_steps, outcome_of
+from sayiir_core.runtime.dispatch.outcomes import dispatched_steps
 from sayiir_core.runtime.executor import StepDispatched
+from sayiir_core.runtime.step_outcomes import outcome_of
 
 __all__ = [
     "DISPATCH_PARK",

@@ -36,17 +36,12 @@ from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.runtime.convert import snapshot_from
 from sayiir_core.runtime.dispatch.executor import DispatchingExecutor
-from sayiir_core.runtime.dispatch.outcomes import (
-    dispatched_in,
-    dispatched_steps,
-    outcome_of,
-    step_request,
-    step_result,
-)
+from sayiir_core.runtime.dispatch.outcomes import dispatched_in, dispatched_steps, step_request
 from sayiir_core.runtime.dispatch.sink import BufferingSink, RedoUnbufferedError
 from sayiir_core.runtime.durable_runner import ClaimedSink, default_owner_id
 from sayiir_core.runtime.executor import Executor, TaskFailure, TaskOutcome
 from sayiir_core.runtime.runner import InstanceRunner, ParkPolicy
+from sayiir_core.runtime.step_outcomes import outcome_of, step_result
 from sayiir_core.status import Status
 from sayiir_core.telemetry.logs import InstanceLogger
 from sayiir_core.telemetry.propagation import attached, stored_parent

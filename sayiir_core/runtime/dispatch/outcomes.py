@@ -6,11 +6,11 @@ import time
 from collections.abc import Mapping
 
 from sayiir_core.backends.base import InstanceRecord
-from sayiir_core.backends.step_queue import ClaimedStep, StepResult
+from sayiir_core.backends.step_queue import ClaimedStep
 from sayiir_core.codec import Codec
 from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.machine.state import ErrorInfo
-from sayiir_core.runtime.executor import TaskFailure, TaskOutcome, TaskRequest, TaskSuccess
+from sayiir_core.runtime.executor import TaskFailure, TaskRequest
 from sayiir_core.workflow.workflow import Workflow
 
 
@@ -58,41 +58,3 @@ def failure(
 ) -> TaskFailure:
     """A non-retryable failure of ``key`` that happened outside the task's code."""
     return TaskFailure(ErrorInfo(error_type, message, key, kind), False, "", now, now)
-
-
-def step_result(outcome: TaskOutcome, worker_id: str) -> StepResult:
-    """The ``StepResult`` to store for an outcome ``worker_id`` ran (``outcome_of`` reverses it)."""
-    if isinstance(outcome, TaskSuccess):
-        return StepResult(
-            worker_id, outcome.started_at, outcome.finished_at, output=outcome.encoded
-        )
-    return StepResult(
-        worker_id,
-        outcome.started_at,
-        outcome.finished_at,
-        error=outcome.error,
-        retryable=outcome.retryable,
-        traceback=outcome.traceback,
-    )
-
-
-def outcome_of(result: StepResult, codec: Codec) -> TaskOutcome:
-    """The executor outcome a stored ``StepResult`` stands for."""
-    if result.error is None and result.output is not None:
-        return TaskSuccess(
-            codec.decode(result.output),
-            result.output,
-            result.started_at,
-            result.finished_at,
-            result.worker_id,
-        )
-    if result.error is None:
-        raise AssertionError("a finished step has neither output nor error")
-    return TaskFailure(
-        result.error,
-        result.retryable,
-        result.traceback,
-        result.started_at,
-        result.finished_at,
-        result.worker_id,
-    )
