@@ -76,7 +76,7 @@ def send_signal(db: Database, instance_id: str, name: str, payload: bytes, now: 
         # The row is locked (PostgreSQL) or the database is (SQLite), and this count
         # is a statement of its own, so concurrent senders cannot overshoot the bound.
         buffered = PendingSignal.objects.using(db.alias).filter(instance_id=row["id"]).count()
-        check_signal_room(instance_id, name, buffered)
+        check_signal_room(before, name, buffered)
         PendingSignal.objects.using(db.alias).create(
             instance_id=row["id"], name=name, payload=payload, sent_at=now
         )

@@ -255,7 +255,7 @@ class InMemoryBackend(OpensAndCloses):
         with self._lock:
             stored = self._require(instance_id)
             check_signal_target(stored.record, name)
-            check_signal_room(instance_id, name, len(stored.signals))
+            check_signal_room(stored.record, name, len(stored.signals))
             self._signal_ids += 1
             stored.signals.append(BufferedSignal(self._signal_ids, name, payload))
             wakes = signal_wakes(stored.record, name)

@@ -183,14 +183,17 @@ def check_signal_target(record: InstanceRecord, name: str) -> None:
 MAX_BUFFERED_SIGNALS = 1_000
 
 
-def check_signal_room(instance_id: str, name: str, buffered: int) -> None:
+def check_signal_room(record: InstanceRecord, name: str, buffered: int) -> None:
     """Refuse a signal when ``buffered`` (the instance's unconsumed signals) is at the bound.
 
-    Backends call this inside the transaction that would insert the signal, with the
-    instance locked, so concurrent sends cannot overshoot and nothing is stored.
+    A signal the instance is parked waiting for is always taken (``signal_wakes``): it is
+    consumed at once, and a buffer filled with other names must not lock the instance
+    out of the one signal that moves it on. Backends call this inside the transaction
+    that would insert the signal, with the instance locked, so concurrent sends cannot
+    overshoot and nothing is stored.
     """
-    if buffered >= MAX_BUFFERED_SIGNALS:
-        raise signal_buffer_full(instance_id, name)
+    if buffered >= MAX_BUFFERED_SIGNALS and not signal_wakes(record, name):
+        raise signal_buffer_full(record.instance_id, name)
 
 
 def signal_buffer_full(instance_id: str, name: str) -> SignalBufferFullError:

@@ -2,7 +2,8 @@
 
 An instance buffers at most ``MAX_BUFFERED_SIGNALS`` unconsumed signals. The send
 beyond it raises ``SignalBufferFullError`` and stores nothing: no signal, no history
-entry, no wake-up; consuming a signal makes room again. Concurrent senders cannot
+entry, no wake-up; consuming a signal makes room again. A signal the instance is parked
+waiting for is always taken, so other names cannot lock it out. Concurrent senders cannot
 overshoot: the count and the insert are one transaction with the instance locked.
 """
 
@@ -12,7 +13,7 @@ import asyncio
 
 import pytest
 
-from sayiir_core import Backend, SignalBufferFullError
+from sayiir_core import Backend, SignalBufferFullError, Status
 from sayiir_core.backends.rules import MAX_BUFFERED_SIGNALS
 from sayiir_core.testing._support import NOW, BackendFixtures, claimed, create, step
 
@@ -59,6 +60,31 @@ class SignalBoundContract(BackendFixtures):
         assert buffered is not None
         assert buffered.payload == b"now it fits"
         assert await signals_sent(backend) == MAX_BUFFERED_SIGNALS + 1
+
+    async def test_a_full_buffer_still_takes_the_signal_the_instance_waits_for(
+        self, backend: Backend
+    ) -> None:
+        """Other names must not lock a parked instance out of the signal it waits for."""
+        token = await claimed(backend)
+        parked = step(
+            Status.AWAITING_SIGNAL,
+            wake_at=None,
+            release=True,
+            control={"signals": {"approval": "approve"}},
+        )
+        await backend.commit("i-1", token, parked)
+        await fill(backend, MAX_BUFFERED_SIGNALS)
+        with pytest.raises(SignalBufferFullError):
+            await backend.send_signal("i-1", "noise", b"", NOW + 2)
+
+        await backend.send_signal("i-1", "approve", b"yes", NOW + 2)
+
+        awaited = await backend.next_signal("i-1", "approve")
+        assert awaited is not None
+        assert awaited.payload == b"yes"
+        record = await backend.get_record("i-1")
+        assert record is not None
+        assert record.wake_at == NOW + 2  # and it woke the instance
 
     async def test_concurrent_senders_cannot_overshoot_the_bound(
         self, backend: Backend, other_backend: Backend

@@ -167,17 +167,18 @@ def test_cli_signal_to_a_full_buffer_is_one_line_and_exit_1(
     async def fill() -> None:
         async with backend:
             for n in range(MAX_BUFFERED_SIGNALS):
-                await backend.send_signal("a-1", "approve", b"%d" % n, 1.0)
+                await backend.send_signal("a-1", "other", b"%d" % n, 1.0)
 
     run_sync(fill())
     capsys.readouterr()
 
-    assert main(["signal", "a-1", "approve", "--payload", "1", "--db", f"sqlite:///{db}"]) == 1
+    # A name it does not wait for now: the awaited one would still be taken.
+    assert main(["signal", "a-1", "other", "--payload", "1", "--db", f"sqlite:///{db}"]) == 1
 
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
-        "error: signal 'approve' not sent: workflow instance 'a-1' already buffers "
+        "error: signal 'other' not sent: workflow instance 'a-1' already buffers "
         f"{MAX_BUFFERED_SIGNALS} unconsumed signals (the most it may); they are consumed "
         "by its wait_for_signal steps\n"
     )

@@ -263,7 +263,8 @@ class Statements:
         # Only a signal the instance is parked waiting for wakes it (control["signals"]
         # maps each awaited step to its signal name); any other is buffered for later.
         # $7 is the most unconsumed signals an instance may buffer: at it, nothing is
-        # written and no row comes back. The count is the statement's snapshot's, so
+        # written and no row comes back, unless the instance is parked waiting for this
+        # very signal (rules.check_signal_room). The count is the statement's snapshot's, so
         # the row is updated only if it is still the version that snapshot saw (equal
         # xmin; a sender or a consume committed meanwhile changed it): else nothing is
         # written and the caller retries with the row locked first (control.py).
@@ -278,8 +279,8 @@ class Statements:
                 SET wake_at = CASE WHEN {awaited} THEN $4::float8 ELSE wake_at END,
                     history_seq = history_seq + 1
                 WHERE instance_id = $1 AND status NOT IN ({FINISHED_SQL})
-                    AND (SELECT count(*) FROM {t}.sayiir_signals WHERE instance_id = $1)
-                        < $7::int8
+                    AND ((SELECT count(*) FROM {t}.sayiir_signals WHERE instance_id = $1)
+                        < $7::int8 OR {awaited})
                     AND xmin = (SELECT xmin FROM {t}.sayiir_instances WHERE instance_id = $1)
                 RETURNING instance_id, history_seq, {awaited} AS wakes
             ), signal AS (

@@ -369,7 +369,7 @@ class SqliteBackend(OpensAndCloses):
             record = sql.require_record(conn, instance_id)
             check_signal_target(record, name)
             (buffered,) = conn.execute(sql.COUNT_SIGNALS, (instance_id,)).fetchone()
-            check_signal_room(instance_id, name, buffered)
+            check_signal_room(record, name, buffered)
             conn.execute(sql.INSERT_SIGNAL, (instance_id, name, payload, now))
             updated = (
                 dataclasses.replace(record, wake_at=now) if signal_wakes(record, name) else record
