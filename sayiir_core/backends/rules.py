@@ -90,20 +90,54 @@ def settled_status(status: Status, pending_request: ControlRequest | None) -> St
 def committed_record(record: InstanceRecord, write: StepWrite) -> InstanceRecord:
     settled = write.status.is_terminal or write.status is Status.PAUSED
     released = write.release or write.status.is_terminal
-    return dataclasses.replace(
-        record,
-        status=settled_status(write.status, record.control_request),
+    # Every field spelled out: dataclasses.replace costs more than the rest of an
+    # in-memory commit. _RECORD_FIELDS below fails the import when a field is added.
+    return InstanceRecord(
+        instance_id=record.instance_id,
+        workflow_id=record.workflow_id,
         definition_hash=write.definition_hash or record.definition_hash,
-        priority=write.priority if write.priority is not None else record.priority,
-        control=dict(write.control),
+        status=settled_status(write.status, record.control_request),
+        input=record.input,
+        created_at=record.created_at,
+        updated_at=write.now,
         output=write.output,
         error=write.error,
+        control=dict(write.control),
         wake_at=write.wake_at,
-        updated_at=write.now,
+        reason=record.reason,
+        cancelled_by=record.cancelled_by,
+        paused_by=record.paused_by,
         control_request=None if settled else record.control_request,
         owner=None if released else record.owner,
+        claim_token=record.claim_token,
         lease_until=None if released else record.lease_until,
+        priority=write.priority if write.priority is not None else record.priority,
     )
+
+
+_RECORD_FIELDS = [
+    "instance_id",
+    "workflow_id",
+    "definition_hash",
+    "status",
+    "input",
+    "created_at",
+    "updated_at",
+    "output",
+    "error",
+    "control",
+    "wake_at",
+    "reason",
+    "cancelled_by",
+    "paused_by",
+    "control_request",
+    "owner",
+    "claim_token",
+    "lease_until",
+    "priority",
+]
+if [f.name for f in dataclasses.fields(InstanceRecord)] != _RECORD_FIELDS:  # pragma: no cover
+    raise ImportError("InstanceRecord changed: update committed_record and _RECORD_FIELDS")
 
 
 def apply_control_request(

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -224,30 +225,45 @@ class LocalExecutor:
             ),
         )
         timeout = node.metadata.timeout_secs
-        is_async = _is_async(node.fn)
+        if timeout is None:  # nothing to enforce: no timeout scope to enter and leave
+            if _is_async(node.fn):
+                return await _run_async(node.fn, argument, context)
+            return await self._on_thread(request, argument, context, trace_context)
         try:
             # The clock runs from the moment the step is due, also while a sync task
             # queues for a thread: a timeout must hold whatever the threads are doing.
             async with asyncio.timeout(timeout) as deadline:
-                if is_async:
+                if _is_async(node.fn):
                     return await _run_async(node.fn, argument, context)
-                threads = self._thread_pool()
-                call = functools.partial(_run_sync, node.fn, argument, context, trace_context)
-                future = threads.submit(call, label=f"{request.key!r} of {request.instance_id!r}")
-                try:
-                    result = await asyncio.wrap_future(future)
-                except BaseException:
-                    threads.abandon(future)  # timed out or cancelled while queued or running
-                    raise
-                if inspect.isawaitable(result):  # a sync callable that returned a coroutine
-                    result = await result
-                return result
+                return await self._on_thread(request, argument, context, trace_context)
         except TimeoutError:
             # Only our deadline is the task's timeout; a TimeoutError the task raised
             # itself (a socket timeout, say) is an ordinary task error.
             if deadline.expired():
                 raise _DeadlineExceededError from None
             raise
+
+    async def _on_thread(
+        self,
+        request: TaskRequest,
+        argument: Any,
+        context: TaskExecutionContext,
+        trace_context: Context | None,
+    ) -> Any:
+        """Run a sync task on a task thread and wait for it (see ``task_threads.py``)."""
+        threads = self._thread_pool()
+        call = functools.partial(_run_sync, request.task.fn, argument, context, trace_context)
+        future, handle = threads.submit_to_loop(
+            asyncio.get_running_loop(), call, f"{request.key!r} of {request.instance_id!r}"
+        )
+        try:
+            result = await future
+        except BaseException:
+            threads.abandon(handle)  # timed out or cancelled while queued or running
+            raise
+        if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+            result = await result
+        return result
 
     def _classify(self, request: TaskRequest, error: BaseException) -> tuple[ErrorInfo, bool]:
         node = request.task
@@ -295,6 +311,8 @@ class _DeadlineExceededError(Exception):
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
+    if type(fn) is types.FunctionType:  # what inspect checks for a plain function, sooner
+        return bool(fn.__code__.co_flags & inspect.CO_COROUTINE)
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
     )

@@ -8,6 +8,8 @@ from sayiir_core.backends.base import HistoryEvent
 from sayiir_core.machine import Event, SignalReceived, Snapshot, TaskCompleted, TaskFailed
 from sayiir_core.runtime.executor import TaskFailure, TaskOutcome
 from sayiir_core.status import Status
+from sayiir_core.workflow.graph import DelayNode, iter_nodes
+from sayiir_core.workflow.workflow import Workflow
 
 EventListener = Callable[[str, HistoryEvent], None]
 """Called with ``(instance_id, event)`` after each history event is durably written.
@@ -42,14 +44,15 @@ def transition_events(
         events.extend(_outcome_events(after, event, outcome, attempt, ran_on))
     elif isinstance(event, SignalReceived):
         events.append(HistoryEvent("signal_received", now, event.key, worker_id=worker_id))
-    for key, wake_at in after.timers.items():
-        if key in delay_ids and key not in before.timers:
-            events.append(
-                HistoryEvent(
-                    "timer_started", now, key, worker_id=worker_id, detail={"wake_at": wake_at}
+    if after.timers and delay_ids:
+        for key, wake_at in after.timers.items():
+            if key in delay_ids and key not in before.timers:
+                events.append(
+                    HistoryEvent(
+                        "timer_started", now, key, worker_id=worker_id, detail={"wake_at": wake_at}
+                    )
                 )
-            )
-    if len(after.results) != len(before.results):
+    if delay_ids and len(after.results) != len(before.results):
         for key in after.results_added_since(before):
             if key in delay_ids:
                 events.append(HistoryEvent("timer_fired", now, key, worker_id=worker_id))
@@ -100,3 +103,23 @@ def _outcome_events(
         {"due": due},
     )
     return [failed, retry]
+
+
+# Workflow -> its delays' ids, by id() with the workflow kept to check it is the same one:
+# walking the whole graph on every run cost as much as a few steps of a long chain.
+_delays_of: dict[int, tuple[Workflow, frozenset[str]]] = {}
+_DELAYS_KEPT = 64
+
+
+def delay_ids(workflow: Workflow) -> frozenset[str]:
+    """The ids of ``workflow``'s delays, whose timers get history entries of their own."""
+    known = _delays_of.get(id(workflow))
+    if known is not None and known[0] is workflow:
+        return known[1]
+    ids = frozenset(
+        node.node_id for node in iter_nodes(workflow.pipeline) if isinstance(node, DelayNode)
+    )
+    if len(_delays_of) >= _DELAYS_KEPT:
+        _delays_of.clear()  # many workflows in turn (tests, generated ones): start over
+    _delays_of[id(workflow)] = (workflow, ids)
+    return ids

@@ -13,7 +13,6 @@ An executor may hand a step to another process instead of running it (it raises
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import time
 from collections import deque
@@ -50,9 +49,8 @@ from sayiir_core.runtime.executor import (
     TaskRequest,
     TaskSuccess,
 )
-from sayiir_core.runtime.history import transition_events
+from sayiir_core.runtime.history import delay_ids, transition_events
 from sayiir_core.status import Status
-from sayiir_core.workflow.graph import DelayNode, Pipeline, iter_nodes
 from sayiir_core.workflow.workflow import Workflow
 
 
@@ -128,9 +126,11 @@ class InstanceRunner:
         # Steps finished and not yet collected, in the order they finished: waiting on all
         # of _in_flight each time would cost O(steps running) per completion.
         self._finished: deque[str] = deque()
-        # Set while _wait_for_tasks sleeps; _step_done resolves it. A bare future and a
+        # Set while _wait_for_tasks sleeps; _run_step resolves it. A bare future and a
         # timer, not wait_for(Event.wait()): that made an asyncio task per step.
         self._step_waiter: asyncio.Future[None] | None = None
+        self._wake_up: asyncio.TimerHandle | None = None  # resolves _step_waiter on time
+        self._wait_until = 0.0  # loop time at which the current wait gives up
         self._attempts: dict[str, int] = {}
         self._events: deque[Event] = deque()
         self._outcomes: dict[str, TaskOutcome] = {}
@@ -138,7 +138,7 @@ class InstanceRunner:
         self._signal_payloads: dict[str, bytes] = {}
         # Steps handed to another process (StepDispatched): {key: (attempt, check_at)}.
         self._dispatched: dict[str, tuple[int, float]] = {}
-        self._delay_ids = frozenset(_delay_ids(workflow.pipeline))
+        self._delay_ids = delay_ids(workflow)
         # Steps running here or elsewhere, or finished with their outcome queued: the
         # machine need not ask for them again.
         self._busy = _BusySteps(self._in_flight, self._outcomes, self._dispatched)
@@ -154,6 +154,9 @@ class InstanceRunner:
         finally:
             for task in self._in_flight.values():
                 task.cancel()
+            if self._wake_up is not None:
+                self._wake_up.cancel()
+                self._wake_up = None
 
     async def _drive(self) -> Snapshot:
         while True:
@@ -322,11 +325,20 @@ class InstanceRunner:
                     workflow_metadata=self._workflow.metadata,
                 )
                 self._attempts[command.key] = command.attempt
-                task = asyncio.create_task(
-                    self._executor.execute(request), name=f"sayiir:{command.key}"
+                self._in_flight[command.key] = asyncio.create_task(
+                    self._run_step(command.key, request), name=f"sayiir:{command.key}"
                 )
-                task.add_done_callback(functools.partial(self._step_done, command.key))
-                self._in_flight[command.key] = task
+
+    async def _run_step(self, key: str, request: TaskRequest) -> TaskOutcome:
+        try:
+            return await self._executor.execute(request)
+        finally:
+            # Told as the step's last act rather than from a done callback, which would
+            # cost one more turn of the event loop per step. Once the run has ended (it
+            # cancels the steps still running) nobody reads this any more.
+            self._finished.append(key)
+            if self._step_waiter is not None:
+                _resolve(self._step_waiter)
 
     async def _collect_signals(self) -> None:
         for command in self._commands:
@@ -364,23 +376,36 @@ class InstanceRunner:
             self._events.append(self._outcome_event(key, outcome))
 
     async def _step_finishes_within(self, seconds: float) -> bool:
-        """Sleep until a step finishes (True) or ``seconds`` pass (False)."""
+        """Sleep until a step finishes (True) or at most ``seconds`` pass (False)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        timer = loop.call_later(seconds, _resolve, waiter)
+        self._wait_until = loop.time() + seconds
+        self._arm_wake_up(loop, self._wait_until)
         self._step_waiter = waiter
         try:
             await waiter
         finally:
             self._step_waiter = None
-            timer.cancel()
         return bool(self._finished)
 
-    def _step_done(self, key: str, task: asyncio.Task[TaskOutcome]) -> None:
-        if self._in_flight.get(key) is task:  # else cancelled as the run ended
-            self._finished.append(key)
-            if self._step_waiter is not None:
-                _resolve(self._step_waiter)
+    def _arm_wake_up(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        # One timer serves many waits instead of a timer per step; one set by an earlier
+        # wait that comes due sooner moves itself on to this wait's time (_woken_up).
+        timer = self._wake_up
+        if timer is not None:
+            if timer.when() <= due:
+                return
+            timer.cancel()
+        self._wake_up = loop.call_at(due, self._woken_up, loop)
+
+    def _woken_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._wake_up = None
+        if self._step_waiter is None:
+            return
+        if self._wait_until - loop.time() > _TIMER_SLACK:  # an earlier wait's time
+            self._arm_wake_up(loop, self._wait_until)
+            return
+        _resolve(self._step_waiter)
 
     def _outcome_event(self, key: str, outcome: TaskOutcome) -> Event:
         self._outcomes[key] = outcome
@@ -426,6 +451,9 @@ class InstanceRunner:
             if wait.reason == "retry" and limit is not None and wait.when - now > limit:
                 return True
         return False
+
+
+_TIMER_SLACK = 0.001  # the event loop runs a timer up to its clock resolution early
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -490,7 +518,3 @@ def _changed(before: Snapshot, after: Snapshot) -> bool:
 
 def _event_key(event: Event) -> str | None:
     return event.key if isinstance(event, TaskCompleted | TaskFailed | SignalReceived) else None
-
-
-def _delay_ids(pipeline: Pipeline) -> list[str]:
-    return [node.node_id for node in iter_nodes(pipeline) if isinstance(node, DelayNode)]

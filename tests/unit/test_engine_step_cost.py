@@ -160,3 +160,44 @@ def test_a_step_costs_one_asyncio_task() -> None:
     snapshot = asyncio.run(main())
     assert snapshot.output == 10
     assert len(created) == 10, created
+
+
+async def _loop_calls_per_run(workflow: Workflow) -> dict[str, int]:
+    """How often a run without persistence asks the event loop to run or time something."""
+    loop = asyncio.get_running_loop()
+    counts = dict.fromkeys(("call_soon", "call_soon_threadsafe", "call_later", "call_at"), 0)
+    for name in counts:
+        original = getattr(loop, name)
+
+        def counting(*args: Any, _original: Any = original, _name: str = name, **kw: Any) -> Any:
+            counts[_name] += 1
+            return _original(*args, **kw)
+
+        setattr(loop, name, counting)  # instance attributes: asyncio's futures call these too
+    executor = LocalExecutor()
+    try:
+        snapshot = await run_in_memory(workflow, 0, executor, "run-3")
+    finally:
+        executor.close()
+    assert snapshot.output == len(workflow.tasks)
+    return counts
+
+
+def test_a_step_costs_two_turns_of_the_event_loop_and_no_timer() -> None:
+    # Each step used to add one more turn (a done callback that woke the runner), and
+    # two timers (the runner's wait and an asyncio.timeout scope even without a timeout).
+    short, long = (
+        asyncio.run(_loop_calls_per_run(chain(5, ainc))),
+        asyncio.run(_loop_calls_per_run(chain(25, ainc))),
+    )
+    extra = {name: long[name] - short[name] for name in short}
+    assert extra == {"call_soon": 2 * 20, "call_soon_threadsafe": 0, "call_later": 0, "call_at": 0}
+
+
+def test_a_sync_step_comes_back_from_its_thread_with_one_wake_up() -> None:
+    short, long = (
+        asyncio.run(_loop_calls_per_run(chain(5))),
+        asyncio.run(_loop_calls_per_run(chain(25))),
+    )
+    extra = {name: long[name] - short[name] for name in short}
+    assert extra == {"call_soon": 3 * 20, "call_soon_threadsafe": 20, "call_later": 0, "call_at": 0}

@@ -307,9 +307,13 @@ class Session:
         for number in range(_ATTEMPTS):
             attempt = Attempt()
             try:
-                async with self.connection(pool, action) as conn:
+                # self.connection(...) spelled out: this is every statement's path.
+                conn = await self._acquire(pool, action)
+                try:
                     attempt.pid = conn.get_server_pid()
                     return await body(conn, attempt)
+                finally:
+                    await pool.release(conn, timeout=self.options.acquire_timeout)
             except TimeoutError as exc:
                 # command_timeout: asyncpg cancels the statement. Not retried (the server
                 # is slow, not gone), but an in-doubt write still learns what happened.
@@ -377,16 +381,20 @@ class Session:
         try:
             yield conn
         finally:
-            await pool.release(conn)
+            # The bound asyncpg puts on a release after acquire(timeout=...).
+            await pool.release(conn, timeout=self.options.acquire_timeout)
 
     async def _acquire(
         self, pool: asyncpg.Pool, action: str
     ) -> PoolConnectionProxy[asyncpg.Record]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.acquire_timeout
+        deadline = asyncio.get_running_loop().time() + self.options.acquire_timeout
         while True:
             try:
-                conn = await pool.acquire(timeout=max(deadline - loop.time(), 0.0))
+                # Not acquire(timeout=...): asyncpg then runs the acquire in an asyncio task
+                # of its own (wait_for), one more task and two more turns of the event
+                # loop for every statement.
+                async with asyncio.timeout_at(deadline):
+                    conn = await pool.acquire()
             except StaleConnectionError:
                 continue  # asyncpg closed it (max_lifetime_secs); the slot connects anew
             except TimeoutError:
