@@ -25,7 +25,7 @@ from sayiir_core.backends.rules import (
     signal_wakes,
 )
 from sayiir_core.status import Status
-from sayiir_django._operations import instances, require, save
+from sayiir_django._instance_rows import instances, require, save
 from sayiir_django._records import event_from_row
 from sayiir_django._transactions import Database
 from sayiir_django._wakeups import announce_finish, announce_work

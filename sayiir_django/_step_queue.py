@@ -15,7 +15,8 @@ from django.db.models import F, Q
 from sayiir_core.backends.rows import failure_json
 from sayiir_core.backends.rules import missing
 from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
-from sayiir_django._operations import FINISHED, definitions_filter, instances, locked
+from sayiir_django._claims import definitions_filter
+from sayiir_django._instance_rows import FINISHED, instances, locked
 from sayiir_django._records import result_from_row
 from sayiir_django._transactions import Database, Done
 from sayiir_django._wakeups import announce_step_finished, announce_work

@@ -83,10 +83,18 @@ class ConnectionThreads:
                 future, fn = job
                 if future.set_running_or_notify_cancel():
                     try:
-                        future.set_result(fn())
+                        result = fn()
                     except BaseException as exc:
+                        self._idle.release()
                         future.set_exception(exc)
+                    else:
+                        # Idle before the caller hears back: its next job, often sent at
+                        # once, then goes to this thread rather than starting another.
+                        self._idle.release()
+                        future.set_result(result)
+                        del result
+                else:
+                    self._idle.release()
                 del job, future, fn
-                self._idle.release()
         finally:
             connections.close_all()

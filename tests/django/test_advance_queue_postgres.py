@@ -84,6 +84,11 @@ def test_commit_and_publish_is_one_round_trip() -> None:
     token = claimed("one")
     write = StepWrite(Status.WAITING, {}, time.time(), checkpoints=[("a", b"2")], release=True)
     tickets = [ticket("one", "b"), ticket("one", "c")]
+    # The same shape once on another instance prepares its statement on this connection,
+    # as a worker's first step does.
+    warm_up = claimed("warm-up")
+    advance.commit_and_publish(DB, "warm-up", warm_up, write, [ticket("warm-up", "b")], 1)
+    SharedStep.objects.using(ALIAS).filter(instance__instance_id="warm-up").delete()
 
     sent = round_trips(lambda: advance.commit_and_publish(DB, "one", token, write, tickets, 1))
 
