@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from sayiir_core.backends.rules import (
     signal_wakes,
     terminated_record,
 )
+from sayiir_core.backends.stats import ReadyBacklog, ready_since
 from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
 from sayiir_core.errors import InstanceAlreadyExistsError, LeaseLostError
 from sayiir_core.status import Status
@@ -452,6 +454,28 @@ class InMemoryBackend(OpensAndCloses):
             stored.record, owner=owner, claim_token=token, lease_until=now + ttl
         )
         return Claim(LoadedInstance(stored.record, dict(stored.checkpoints)), token)
+
+    # -- BackendStats (see stats.py): one pass under the lock ---------------------------
+
+    async def count_by_status(self) -> dict[Status, int]:
+        with self._lock:
+            return dict(Counter(stored.record.status for stored in self._instances.values()))
+
+    async def ready_backlog(self, now: float) -> ReadyBacklog:
+        with self._lock:
+            since = [
+                ready_since(r.updated_at, r.wake_at, r.lease_until, now)
+                for r in (stored.record for stored in self._instances.values())
+                if is_claimable(r, now)
+            ]
+            since += [
+                ready_since(step.ticket.now, None, step.lease_until if step.owner else None, now)
+                for stored in self._instances.values()
+                if not stored.record.status.is_terminal
+                for step in stored.steps.values()
+                if step.result is None and (step.owner is None or step.lease_until <= now)
+            ]
+        return ReadyBacklog.of(len(since), min(since, default=None), now)
 
 
 def _drop_checkpointed_steps(stored: _Stored, write: StepWrite) -> None:

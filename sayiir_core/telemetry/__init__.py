@@ -9,7 +9,10 @@ provider set, the instruments in ``instruments.py`` count and time them.
 * ``setup``: ``init_tracing()`` / ``shutdown_tracing()`` (SDK + OTLP exporter)
 * ``propagation``: the submitter's W3C trace context, stored in the ``started`` event
 * ``steps`` / ``instances``: the spans, span events and metrics of attempts and runs
+* ``advances``: the workflow span of a step run from a message (a Celery task)
 * ``instruments``: metric names and instruments
+* ``gauges``: instances by status and the ready backlog, read from storage on the
+  worker's loop (``report_backend_stats``) and reported by observable gauges
 * ``prometheus``: the scrape page for the FastAPI and Django endpoints
 * ``logs``: the ``sayiir.*`` logger tree with instance and task ids on each record
 """

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from sayiir_core.status import Status
 from sayiir_core.telemetry import otel
 from sayiir_core.telemetry.attributes import (
     ATTR_ERROR_TYPE,
@@ -27,7 +28,7 @@ from sayiir_core.telemetry.steps import current_worker_id, otel_modules
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
-    from sayiir_core.backends.base import HistoryEvent
+    from sayiir_core.backends.base import Claim, HistoryEvent
 
 SPAN_EVENT_KINDS = frozenset(
     {
@@ -185,6 +186,23 @@ def count_takeover(workflow_id: str) -> None:
     meters = instruments()
     if meters is not None:
         meters.leases_taken_over.add(1, {ATTR_WORKFLOW: workflow_id})
+
+
+def count_takeovers(claims: Iterable[Claim]) -> None:
+    """Count the claims (from ``claim_next``) that continue a run cut off elsewhere.
+
+    A claimable instance still ``running`` was left mid-run by its owner: its lease
+    ran out (the owner died or hung), or the owner gave the claim back unfinished
+    (storage trouble, a shutdown grace that ran out). An instance that never ran is
+    ``pending``; one that parked is ``waiting`` or ``awaiting_signal``. This is also
+    the runtime's own test for routing a taken-over instance's steps (``worker.py``).
+    """
+    if otel.meter() is None:
+        return
+    for claim in claims:
+        record = claim.instance.record
+        if record.status is Status.RUNNING:
+            count_takeover(record.workflow_id)
 
 
 def _event_attributes(event: HistoryEvent) -> dict[str, str | int | float]:

@@ -89,6 +89,9 @@ METRIC_NAMES = (
     "sayiir.leases.lost",
     "sayiir.leases.taken_over",
     "sayiir.commits.fenced",
+    "sayiir.instances",
+    "sayiir.ready.backlog",
+    "sayiir.ready.oldest_age",
 )
 
 _made_for: tuple[Meter, Instruments] | None = None
@@ -116,6 +119,27 @@ def _make(meter: Meter) -> Instruments:
         )
         return made
 
+    # Read from storage snapshots, not counted here (see gauges.py).
+    from sayiir_core.telemetry import gauges
+
+    meter.create_observable_gauge(
+        METRIC_NAMES[9],
+        callbacks=[gauges.observe_instances],
+        unit="{instance}",
+        description="Instances in each status (attribute sayiir.instance.status)",
+    )
+    meter.create_observable_gauge(
+        METRIC_NAMES[10],
+        callbacks=[gauges.observe_backlog],
+        unit="{item}",
+        description="Instances and published steps a worker could claim now",
+    )
+    meter.create_observable_gauge(
+        METRIC_NAMES[11],
+        callbacks=[gauges.observe_oldest_age],
+        unit="s",
+        description="How long the longest-waiting claimable instance or step has waited",
+    )
     return Instruments(
         steps_started=tally(METRIC_NAMES[0], "Step attempts started"),
         steps_completed=tally(METRIC_NAMES[1], "Step attempts that returned"),
@@ -137,7 +161,7 @@ def _make(meter: Meter) -> Instruments:
         leases_taken_over=meter.create_counter(
             METRIC_NAMES[7],
             unit="{lease}",
-            description="Instances resumed here while another owner's claim was recorded",
+            description="Instances claimed here to continue a run cut off under another owner",
         ),
         commits_fenced=meter.create_counter(
             METRIC_NAMES[8],

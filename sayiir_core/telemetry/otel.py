@@ -64,12 +64,14 @@ def _meter_provider() -> object | None:
 def tracer() -> Tracer | None:
     """Sayiir's tracer when a real tracer provider is set; ``None`` otherwise (tracing off)."""
     global _tracer_for
+    # Asked on every step: the provider seen last time answers with one identity test.
+    api = _modules.get("opentelemetry.trace")
+    cached = _tracer_for
+    if api is not None and cached is not None and cached[0] is api.__dict__.get("_TRACER_PROVIDER"):
+        return cached[1]
     provider = _tracer_provider()
     if provider is None:
         return None
-    cached = _tracer_for
-    if cached is not None and cached[0] is provider:
-        return cached[1]
     made: Tracer = provider.get_tracer(INSTRUMENTATION_NAME)  # type: ignore[attr-defined]
     _tracer_for = (provider, made)
     return made
@@ -78,12 +80,17 @@ def tracer() -> Tracer | None:
 def meter() -> Meter | None:
     """Sayiir's meter when a real meter provider is set; ``None`` otherwise (metrics off)."""
     global _meter_for
+    internal = _modules.get("opentelemetry.metrics._internal")
+    cached = _meter_for
+    if (
+        internal is not None
+        and cached is not None
+        and cached[0] is internal.__dict__.get("_METER_PROVIDER")
+    ):
+        return cached[1]
     provider = _meter_provider()
     if provider is None:
         return None
-    cached = _meter_for
-    if cached is not None and cached[0] is provider:
-        return cached[1]
     made: Meter = provider.get_meter(INSTRUMENTATION_NAME)  # type: ignore[attr-defined]
     _meter_for = (provider, made)
     return made

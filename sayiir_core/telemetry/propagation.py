@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sayiir_core.telemetry import otel
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
 
     from sayiir_core.backends.base import HistoryEvent
+
+_continuing: ContextVar[str | None] = ContextVar("sayiir_continuing", default=None)
+"""The instance whose stored trace the current context already continues (no re-read)."""
 
 TRACE_CONTEXT_KEY = "trace_context"
 """The key of the stored trace context in the ``started`` event's ``detail``."""
@@ -87,6 +91,8 @@ async def stored_parent(backend: object, instance_id: str) -> Context | None:
     """
     if otel.tracer() is None or not isinstance(backend, HistorySource):
         return None
+    if _continuing.get() == instance_id:
+        return None  # a span that continues it is current already (advances.py)
     return context_from(await stored_trace_context(backend, instance_id))
 
 

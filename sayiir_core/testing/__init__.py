@@ -2,8 +2,9 @@
 
 Every behaviour the runtime relies on — create and conflict policies, claims and
 leases, fenced commits, cancel/pause, signals, listing, history, ``reset_from``, the
-optional shared step queue (and its ``AdvanceQueue``) and finish watches — as pytest
-test classes. Sayiir's own backends (memory, SQLite, PostgreSQL) run through exactly these classes.
+optional shared step queue (and its ``AdvanceQueue``), finish watches and the optional
+counts behind the gauges (``BackendStats``) — as pytest test classes. Sayiir's own
+backends (memory, SQLite, PostgreSQL) run through exactly these classes.
 
 Subclass one and define one fixture, ``make_backend``: it returns a callable, and each
 call gives a new, unopened backend object on the same storage for that test (a second
@@ -35,6 +36,7 @@ from sayiir_core.testing._support import BackendFactory, BackendFixtures
 from sayiir_core.testing.advance_queue_contract import AdvanceQueueContract
 from sayiir_core.testing.backend_contract import BackendContract
 from sayiir_core.testing.finish_watch_contract import FinishWatchContract
+from sayiir_core.testing.stats_contract import BackendStatsContract
 from sayiir_core.testing.step_queue_contract import StepQueueContract
 from sayiir_core.testing.suite import BackendSuite
 
@@ -43,6 +45,7 @@ __all__ = [
     "BackendContract",
     "BackendFactory",
     "BackendFixtures",
+    "BackendStatsContract",
     "BackendSuite",
     "FinishWatchContract",
     "StepQueueContract",

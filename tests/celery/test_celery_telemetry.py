@@ -4,8 +4,8 @@ The test process submits a fork/join instance inside a span (an SDK provider wit
 in-memory exporter); a ``celery worker`` process, with its own SDK provider writing
 finished spans to a JSON-lines file, runs the steps. Only the trace context stored
 with the instance at submit can link the two processes' spans: each step span must
-carry the submitter's trace id and have the submitting span as its parent (a Celery
-step runs on its own, outside any instance-run span: see docs/howto/observability.md).
+carry the submitter's trace id and hang under a ``workflow`` span of its message, itself
+a child of the submitting span (see docs/howto/observability.md).
 """
 
 from __future__ import annotations
@@ -120,11 +120,22 @@ def test_celery_step_spans_continue_the_submitters_trace(
         return step_names <= {span["name"] for span in _spans(spans_path)}
 
     wait_until(all_steps_exported, 30, "the worker's step spans")
-    steps = [span for span in _spans(spans_path) if span["name"].startswith("step ")]
+    exported = _spans(spans_path)
+    steps = [span for span in exported if span["name"].startswith("step ")]
+    # One workflow span per step message, as a worker has one per run of an instance.
+    advances = {span["span_id"]: span for span in exported if span["name"] == "workflow fork_join"}
     assert {span["name"] for span in steps} == step_names
+    assert len(advances) == len(steps)
+    for advance in advances.values():
+        assert advance["trace_id"] == context.trace_id, advance
+        assert advance["parent_id"] == context.span_id, advance
+        assert advance["attributes"]["sayiir.instance.id"] == "traced-1"
+        assert advance["attributes"]["sayiir.outcome"] == "ran"
     for span in steps:
         assert span["trace_id"] == context.trace_id, span
-        assert span["parent_id"] == context.span_id, span
+        advance = advances[span["parent_id"]]  # the step hangs under its message's span
+        assert advance["attributes"]["sayiir.step.key"] == span["attributes"]["sayiir.task.id"]
+        assert advance["pid"] == span["pid"]
         attributes = span["attributes"]
         assert attributes["sayiir.instance.id"] == "traced-1"
         assert attributes["sayiir.workflow.id"] == "fork_join"

@@ -24,6 +24,7 @@ from sayiir_core.backends.step_queue import StepRef, StepTicket
 from sayiir_core.testing import (
     BackendContract,
     BackendFactory,
+    BackendStatsContract,
     BackendSuite,
     FinishWatchContract,
 )
@@ -36,7 +37,7 @@ class TestInMemoryBackend(BackendSuite):
         return lambda: backend
 
 
-class TestSqliteBackend(BackendContract, FinishWatchContract):
+class TestSqliteBackend(BackendContract, FinishWatchContract, BackendStatsContract):
     """No step queue on SQLite (its workers run every step of an instance themselves), so
     not ``BackendSuite``, whose queue tests would skip here."""
 

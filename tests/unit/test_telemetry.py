@@ -94,12 +94,34 @@ def test_step_spans_are_current_in_the_task_and_children_of_the_instance_span() 
         "sayiir.workflow.id": "two",
         "sayiir.instance.id": "order-1",
         "sayiir.task.id": "sync_step",
-        "sayiir.step.key": "sync_step",
         "sayiir.step.attempt": 1,
         "sayiir.outcome": "completed",
     }
     assert dict(workflow.attributes or {})["sayiir.outcome"] == "completed"
     assert [event.name for event in workflow.events] == ["completed"]
+
+
+def split(value: int) -> list[int]:
+    return [value, value + 1]
+
+
+def test_a_step_key_that_says_more_than_the_task_id_is_on_its_span() -> None:
+    mapped = Flow("mapped").then(split).map(sync_step).build()
+    with installed() as captured:
+        assert run_workflow(mapped, 1) == [2, 3]
+        spans = captured.named("step ")
+    keys = {
+        (span.attributes or {})["sayiir.task.id"]: (span.attributes or {}).get("sayiir.step.key")
+        for span in spans
+    }
+    items = sorted(
+        str((span.attributes or {})["sayiir.step.key"])
+        for span in spans
+        if span.name == "step sync_step"
+    )
+    assert keys["split"] is None  # the same as its task id: not repeated
+    assert len(items) == 2
+    assert all(key.startswith("sync_step") and key != "sync_step" for key in items)
 
 
 def test_in_memory_run_without_an_instance_id_gets_an_instance_span_and_duration() -> None:

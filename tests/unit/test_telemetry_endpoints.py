@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -95,6 +97,55 @@ def test_django_view_serves_the_step_counters() -> None:
         for line in lines
     )
     assert lines[-1] == "405"
+
+
+def test_django_view_serves_the_databases_counts_as_gauges(tmp_path: Path) -> None:
+    done = _run(
+        f"""
+        import django
+        from django.conf import settings
+
+        settings.configure(
+            ALLOWED_HOSTS=["testserver"],
+            INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "sayiir_django"],
+            DATABASES={{"default": {{
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": {str(tmp_path / "gauges.sqlite3")!r},
+                "OPTIONS": {{"transaction_mode": "IMMEDIATE"}},
+            }}}},
+        )
+        django.setup()
+        from django.core.management import call_command
+        from django.test import RequestFactory
+
+        from sayiir_core import Flow, WorkflowClient
+        from sayiir_django.backend import DjangoBackend
+        from sayiir_django.metrics import metrics_view
+
+        call_command("migrate", verbosity=0)
+
+        def triple(value):
+            return value * 3
+
+        flow = Flow("gauged").then(triple).build()
+        client = WorkflowClient(DjangoBackend())
+        client.submit(flow, "first", 1)
+        client.submit(flow, "second", 2)
+        print(metrics_view(RequestFactory().get("/metrics")).content.decode())
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    values = {}  # "name status" -> value, without the scope labels
+    for line in done.stdout.splitlines():
+        match = re.match(r"(sayiir_\w+)\{(.*)\} (\S+)$", line)
+        if match:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match[2]))
+            status = labels.get("sayiir_instance_status", "")
+            values[f"{match[1]} {status}".strip()] = float(match[3])
+    assert values["sayiir_instances pending"] == 2, done.stdout
+    assert values["sayiir_instances completed"] == 0
+    assert values["sayiir_ready_backlog"] == 2
+    assert values["sayiir_ready_oldest_age_seconds"] >= 0
 
 
 def test_django_view_without_the_exporter_says_what_to_install() -> None:

@@ -60,9 +60,11 @@ from sayiir_core.backends.rules import (
     terminated_record,
 )
 from sayiir_core.backends.sqlite import statements as sql
+from sayiir_core.backends.sqlite import stats
 from sayiir_core.backends.sqlite.connection import ConnectionThread
 from sayiir_core.backends.sqlite.locking import backend_error, transact
 from sayiir_core.backends.sqlite.schema import open_database
+from sayiir_core.backends.stats import ReadyBacklog
 from sayiir_core.errors import BackendError, InstanceAlreadyExistsError, LeaseLostError
 from sayiir_core.status import Status
 
@@ -495,6 +497,16 @@ class SqliteBackend(OpensAndCloses):
             self._stop_when_collected = None
         notifiers = notifiers_for(self._path)
         self._notifier, self._finished = notifiers.work, notifiers.finish
+
+    # -- BackendStats (see backends/stats.py): one read each ----------------------------
+
+    async def count_by_status(self) -> dict[Status, int]:
+        return await self._run("count_by_status", "BEGIN", stats.count_by_status)
+
+    async def ready_backlog(self, now: float) -> ReadyBacklog:
+        return await self._run(
+            "ready_backlog", "BEGIN", functools.partial(stats.ready_backlog, now=now)
+        )
 
 
 def _not_open(path: Path) -> BackendError:
