@@ -1,6 +1,7 @@
 """S2 through ``sayiir_celery`` beside a plain Celery chain, on the same Celery workers.
 
     python benchmarks/bench_celery_bridge.py [--workflows 200] [--repeats 2] [--short]
+                                             [--early-ack]
 
 Both rows run 200 chains of 10 trivial steps (``x + 1``) submitted at once, on one
 ``celery worker --pool=prefork --concurrency=2`` process started by this script, Redis
@@ -12,8 +13,12 @@ PostgreSQL. The figure is steps/s from the first submit to the last result.
 Beside it, PostgreSQL transactions per bridged step (``pg_stat_database.xact_commit``
 of the run's database, so every process counts, the sweeper included): a count that
 does not depend on the machine's load. Every bridge write is one autocommit
-statement, so it is also the round trips of writes and reads per step.
+statement, so it is also the round trips of writes and reads per step. And the CPU
+time of the worker's processes per step (``/proc``, Linux), for both rows: less noisy
+than steps/s on a busy machine.
 ``--short`` (20 chains, one repeat) proves the script works on a busy machine.
+``--early-ack`` runs the bridge with ``acks_late=False`` (its opt-in trade-off, see
+docs/integrations/celery.md); the plain chain is Celery's default either way.
 
 This file is also the worker's app module (``celery -A bench_celery_bridge worker``).
 """
@@ -45,6 +50,8 @@ SERVER_URL = os.environ.get("SAYIIR_BENCH_PG_URL", "postgresql://postgres@127.0.
 DATABASE = os.environ.setdefault("SAYIIR_BENCH_BRIDGE_DB", f"bench_bridge_{secrets.token_hex(3)}")
 PG_URL = with_database(SERVER_URL, DATABASE)
 SCHEMA = os.environ.get("SAYIIR_BENCH_BRIDGE_SCHEMA", "bench_celery_bridge")
+# Read by the worker this script starts (``--early-ack``).
+ACKS_LATE = os.environ.get("SAYIIR_BENCH_BRIDGE_ACKS_LATE", "1") != "0"
 
 app = Celery("bench_bridge", broker=REDIS_URL, backend=REDIS_URL)
 app.conf.update(
@@ -72,12 +79,16 @@ for n in range(STEPS):
     flow = flow.then(inc, name=f"inc{n}")
 bridge_chain = flow.build()
 bridge = SayiirCelery(
-    app, backend=PostgresBackend(PG_URL, schema=SCHEMA, max_size=8), workflows=[bridge_chain]
+    app,
+    backend=PostgresBackend(PG_URL, schema=SCHEMA, max_size=8),
+    workflows=[bridge_chain],
+    acks_late=ACKS_LATE,
 )
 
 
-def start_worker(log: Path) -> subprocess.Popen[bytes]:
+def start_worker(log: Path, *, acks_late: bool = True) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SAYIIR_BENCH_BRIDGE_SCHEMA": SCHEMA}
+    env["SAYIIR_BENCH_BRIDGE_ACKS_LATE"] = "1" if acks_late else "0"
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "celery", "-A", "bench_celery_bridge", "worker"]
     command += ["--pool=prefork", "--concurrency=2", "--loglevel=WARNING"]
@@ -91,26 +102,45 @@ def start_worker(log: Path) -> subprocess.Popen[bytes]:
     return worker
 
 
-def plain_s2(count: int) -> float:
+def plain_s2(count: int, worker: int) -> tuple[float, float]:
+    """Steps/s, and the worker's CPU milliseconds per step."""
     signature = chain(plain_inc.s(0), *(plain_inc.s() for _ in range(STEPS - 1)))
+    cpu = _worker_cpu(worker)
     started = time.perf_counter()
     results = [signature.apply_async() for _ in range(count)]
     for result in results:
         assert result.get(timeout=300, interval=0.001) == STEPS
-    return count * STEPS / (time.perf_counter() - started)
+    rate = count * STEPS / (time.perf_counter() - started)
+    return rate, (_worker_cpu(worker) - cpu) * 1000 / (count * STEPS)
 
 
-def bridge_s2(count: int, tag: str) -> tuple[float, float]:
-    """Steps/s, and PostgreSQL transactions per step."""
+def bridge_s2(count: int, tag: str, worker: int) -> tuple[float, float, float]:
+    """Steps/s, PostgreSQL transactions per step and the worker's CPU ms per step."""
     ids = [f"{tag}-{n}" for n in range(count)]
     before = _transactions()
+    cpu = _worker_cpu(worker)
     started = time.perf_counter()
     for instance_id in ids:
         bridge.client.submit(bridge_chain, instance_id, 0)
     for instance_id in ids:
         assert bridge.client.result(instance_id, timeout=300) == STEPS
     rate = count * STEPS / (time.perf_counter() - started)
-    return rate, (_transactions() - before) / (count * STEPS)
+    cpu_ms = (_worker_cpu(worker) - cpu) * 1000 / (count * STEPS)
+    return rate, (_transactions() - before) / (count * STEPS), cpu_ms
+
+
+def _worker_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of the worker and its pool processes so far; Linux's
+    /proc (elsewhere NaN). Counts the sweeper too, and any idle polling."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        total = 0.0
+        for process in [str(pid), *children]:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def _transactions() -> int:
@@ -137,6 +167,7 @@ def main() -> int:
     parser.add_argument("--workflows", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--short", action="store_true", help="20 chains, one repeat")
+    parser.add_argument("--early-ack", action="store_true", help="the bridge with acks_late=False")
     args = parser.parse_args()
     if args.short:
         args.workflows, args.repeats = 20, 1
@@ -145,16 +176,22 @@ def main() -> int:
     plain: list[float] = []
     bridged: list[float] = []
     per_step: list[float] = []
+    plain_cpu: list[float] = []
+    bridge_cpu: list[float] = []
     try:
-        worker = start_worker(log)
+        worker = start_worker(log, acks_late=not args.early_ack)
         try:
-            plain_s2(20)  # warm up both paths (pool processes, connections)
-            bridge_s2(20, f"warm-{secrets.token_hex(3)}")
+            plain_s2(20, worker.pid)  # warm up both paths (pool processes, connections)
+            bridge_s2(20, f"warm-{secrets.token_hex(3)}", worker.pid)
             for _ in range(args.repeats):
-                plain.append(plain_s2(args.workflows))
-                rate, transactions = bridge_s2(args.workflows, f"run-{secrets.token_hex(3)}")
+                rate, cpu_ms = plain_s2(args.workflows, worker.pid)
+                plain.append(rate)
+                plain_cpu.append(cpu_ms)
+                tag = f"run-{secrets.token_hex(3)}"
+                rate, transactions, cpu_ms = bridge_s2(args.workflows, tag, worker.pid)
                 bridged.append(rate)
                 per_step.append(transactions)
+                bridge_cpu.append(cpu_ms)
         finally:
             worker.terminate()
             worker.wait(timeout=60)
@@ -170,15 +207,17 @@ def main() -> int:
     print("| row | steps/s (mean) | runs |")
     print("|---|---|---|")
     print(f"| plain Celery chain, not durable | {mean_plain:,.0f} | {_runs(plain)} |")
-    print(f"| sayiir_celery bridge, durable | {mean_bridge:,.0f} | {_runs(bridged)} |")
+    label = "durable, acks_late=False" if args.early_ack else "durable"
+    print(f"| sayiir_celery bridge, {label} | {mean_bridge:,.0f} | {_runs(bridged)} |")
     print(f"bridge / plain: {mean_bridge / mean_plain:.2f}x")
     transactions = ", ".join(f"{value:.2f}" for value in per_step)
     print(f"bridge: PostgreSQL transactions per step: {transactions}")
+    print(f"worker CPU ms per step: plain {_runs(plain_cpu, 2)}; bridge {_runs(bridge_cpu, 2)}")
     return 0
 
 
-def _runs(values: list[float]) -> str:
-    return ", ".join(f"{value:,.0f}" for value in values)
+def _runs(values: list[float], digits: int = 0) -> str:
+    return ", ".join(f"{value:,.{digits}f}" for value in values)
 
 
 if __name__ == "__main__":

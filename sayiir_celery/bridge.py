@@ -12,6 +12,7 @@ own event loop, connections and sweeper when it starts.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -33,6 +34,7 @@ from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.runtime import LocalExecutor, default_owner_id
 from sayiir_core.runtime.dispatch import Dispatcher, StepRun
 from sayiir_core.runtime.loop_thread import loop_of_sync_api, run_sync, submit
+from sayiir_core.telemetry.advances import run_step_traced
 from sayiir_core.telemetry.logs import InstanceLogger
 from sayiir_core.workflow.workflow import Workflow
 
@@ -40,6 +42,14 @@ logger = logging.getLogger("sayiir.celery")
 
 STEP_TASK = "sayiir_celery.run_step"
 SWEEP_TASK = "sayiir_celery.sweep"
+
+_Outgoing = tuple[dict[str, Any], dict[str, Any]]
+"""One message to publish: its body and its ``send_task`` options."""
+
+# The messages a step task's advance sends, published by the task's thread afterwards.
+_outbox: contextvars.ContextVar[list[_Outgoing] | None] = contextvars.ContextVar(
+    "sayiir_celery_outbox", default=None
+)
 
 # Publishing retries briefly: with the broker down, the step waits in the database and
 # the sweeper sends it once the broker is back.
@@ -69,7 +79,13 @@ class SayiirCelery:
     ``"worker"`` runs it in the workers (one at a time under a database lease),
     ``"beat"`` leaves it to ``beat_schedule_entry()``, ``"off"`` to you.
     ``check_config``: what to do with Celery settings the bridge cannot work with, at
-    worker start (``"raise"``, ``"warn"`` or ``"off"``).
+    worker start (``"raise"``, ``"warn"`` or ``"off"``). ``acks_late=False``: a step's
+    message is acknowledged when a worker process starts it, not once it ran: more
+    steps per second on small steps, as Celery can then fetch the next message while
+    a step runs. The price: a message whose worker dies is not delivered
+    again by the broker; the sweeper sends its step again at the re-dispatch time
+    (``redispatch_after``), as for any lost message; and a worker may hold a message
+    while its processes are busy (see docs/integrations/celery.md).
     """
 
     def __init__(
@@ -89,6 +105,7 @@ class SayiirCelery:
         codec: Codec = DEFAULT_CODEC,
         max_threads: int | None = None,
         owns_backend: bool = False,
+        acks_late: bool = True,
     ) -> None:
         self.app = app
         self.workflows = _unique(workflows)
@@ -120,13 +137,14 @@ class SayiirCelery:
             transport=broker_transport(app),
         )
         self._max_threads = max_threads
+        self.acks_late = acks_late
         self._registry = {workflow.workflow_id: workflow for workflow in self.workflows}
         self._state: _ProcessState | None = None
         self._state_lock = threading.Lock()
         self._pool: str | None = None
         self.step_task = app.task(
             name=STEP_TASK,
-            acks_late=True,
+            acks_late=acks_late,
             ignore_result=True,
             serializer="json",
             shared=False,
@@ -145,7 +163,9 @@ class SayiirCelery:
 
     def config_problems(self, pool: str | None = None) -> list[Any]:
         """What in the Celery configuration must change for the bridge (empty: nothing)."""
-        return check_config(self.app, STEP_TASK, self.workflows, pool=pool)
+        return check_config(
+            self.app, STEP_TASK, self.workflows, pool=pool, acks_late=self.acks_late
+        )
 
     def beat_schedule_entry(self, every: float = 5.0) -> dict[str, Any]:
         """A ``beat_schedule`` entry running one sweep every ``every`` seconds.
@@ -159,7 +179,21 @@ class SayiirCelery:
     # -- sending -----------------------------------------------------------------------
 
     async def send_steps(self, tickets: Sequence[StepTicket], token: int = 0) -> None:
-        """Publish one message per ticket (off the event loop: the broker may block)."""
+        """Publish one message per ticket.
+
+        Inside a step task, the messages are handed to the task's own thread, which
+        publishes them once the advance is over (``_make_step_handler``): Celery's
+        producer pool lives there, and that saves two thread switches per step. Else
+        they are published off the event loop (the broker may block).
+        """
+        messages = self._messages(tickets, token)
+        outbox = _outbox.get()
+        if outbox is not None:
+            outbox.extend(messages)
+            return
+        await asyncio.to_thread(self._publish, messages)
+
+    def _messages(self, tickets: Sequence[StepTicket], token: int) -> list[_Outgoing]:
         messages = []
         for ticket in tickets:
             ref = ticket.ref
@@ -174,9 +208,9 @@ class SayiirCelery:
                 token,
             )
             messages.append((message.to_json(), self.router.options(task)))
-        await asyncio.to_thread(self._publish, messages)
+        return messages
 
-    def _publish(self, messages: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    def _publish(self, messages: list[_Outgoing]) -> None:
         with self.app.producer_or_acquire() as producer:
             for body, options in messages:
                 self.app.send_task(
@@ -186,8 +220,35 @@ class SayiirCelery:
                     serializer="json",
                     retry=True,
                     retry_policy=_PUBLISH_RETRY,
+                    # Said here because send_task cannot know it from the task's name:
+                    # else a result backend subscribes to every step's result (Redis:
+                    # one more command per step) and the message becomes a child of
+                    # the task that sent it.
+                    ignore_result=True,
+                    add_to_parent=False,
+                    # What monitoring shows for the arguments, without Celery's
+                    # saferepr walking the message for it on every publish.
+                    argsrepr=_args_repr(body),
+                    kwargsrepr="{}",
                     **options,
                 )
+
+    def _publish_collected(self, messages: list[_Outgoing]) -> None:
+        """Publish what a step task's advance sent; never raises (like the dispatcher's
+        own sending: the steps are durable, the sweeper sends them again)."""
+        if not messages:
+            return
+        try:
+            self._publish(messages)
+        except Exception:
+            instance = messages[0][0].get("instance", "?")
+            InstanceLogger(logger, str(instance)).warning(
+                "[%s] could not send %d step(s); they are sent again in %.0f s",
+                instance,
+                len(messages),
+                self.redispatch_after,
+                exc_info=True,
+            )
 
     # -- per process -----------------------------------------------------------------
 
@@ -195,14 +256,15 @@ class SayiirCelery:
         """This process's dispatcher (a new one after a fork)."""
         return self._process().dispatcher
 
-    def kick(self, instance_id: str) -> None:
+    def kick(self, instance_id: str, *, resend: bool = False) -> None:
         """Move an instance on now (after a submit, signal, unpause); never raises.
 
         If it fails (the database or the broker unreachable), the instance is durable
-        as it is and the sweeper moves it on later.
+        as it is and the sweeper moves it on later. ``resend``: send its outstanding
+        steps again too (``Dispatcher.advance``).
         """
         try:
-            run_sync(self.dispatcher().advance(instance_id))
+            run_sync(self.dispatcher().advance(instance_id, resend=resend))
         except Exception:
             InstanceLogger(logger, instance_id).warning(
                 "[%s] could not dispatch now; the sweeper will", instance_id, exc_info=True
@@ -223,12 +285,21 @@ class SayiirCelery:
             except MessageError as error:
                 logger.error("sayiir_celery: message dropped: %s", error)
                 return "invalid"
-            outcome: StepRun = run_sync(
-                self.dispatcher().run_step(step.ref, step.workflow_id, step.definition_hash)
-            )
+            outbox: list[_Outgoing] = []
+            try:
+                outcome: StepRun = run_sync(self._run_step(step, outbox))
+            finally:
+                self._publish_collected(outbox)
             return outcome.value
 
         return run_step
+
+    async def _run_step(self, step: StepMessage, outbox: list[_Outgoing]) -> StepRun:
+        _outbox.set(outbox)  # this asyncio task's own context: its sends go to the outbox
+        # A workflow span per message (with tracing on), as a worker has per run.
+        return await run_step_traced(
+            self.dispatcher(), step.ref, step.workflow_id, step.definition_hash
+        )
 
     def _make_sweep_handler(self) -> Any:
         def sweep() -> int:
@@ -322,6 +393,14 @@ class _ProcessState:
         stop = self._stop
         if stop is not None:
             loop_of_sync_api().call_soon_threadsafe(stop.set)
+
+
+def _args_repr(body: Mapping[str, Any]) -> str:
+    step = f"{body['instance']!r}, {body['step']!r}, attempt {body['attempt']}"
+    return f"({step[:_ARGS_REPR_MAX]})"
+
+
+_ARGS_REPR_MAX = 200
 
 
 def _unique(workflows: Iterable[Workflow]) -> list[Workflow]:

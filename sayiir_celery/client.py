@@ -52,7 +52,8 @@ class BridgeClient(WorkflowClient):
 
     def unpause(self, instance_id: str) -> WorkflowStatus:
         status = super().unpause(instance_id)
-        self._bridge.kick(instance_id)
+        # Steps queued by an advance that a pause interrupted were never sent.
+        self._bridge.kick(instance_id, resend=True)
         return status
 
     def retry_from(self, instance_id: str, task_id: str) -> WorkflowStatus:

@@ -72,8 +72,13 @@ def check_config(
     workflows: Iterable[Workflow],
     *,
     pool: str | None = None,
+    acks_late: bool = True,
 ) -> list[ConfigProblem]:
-    """Every problem with ``app``'s configuration for the bridge's task ``task_name``."""
+    """Every problem with ``app``'s configuration for the bridge's task ``task_name``.
+
+    ``acks_late=False``: the bridge was asked for early acknowledgement, so the task's
+    ``acks_late`` is not required.
+    """
     conf = app.conf
     problems: list[ConfigProblem] = []
     if conf.task_always_eager:
@@ -106,14 +111,15 @@ def check_config(
             )
         )
     task = app.tasks.get(task_name)
-    if task is not None and not task.acks_late:
+    if acks_late and task is not None and not task.acks_late:
         problems.append(
             ConfigProblem(
                 f"acks_late of task {task_name!r}",
                 False,
                 "a message would be acknowledged before its step ran, so a lost worker "
                 "loses it until the sweeper sends it again",
-                f"remove the override of acks_late for {task_name!r} (task_annotations)",
+                f"remove the override of acks_late for {task_name!r} (task_annotations), "
+                "or ask for it: SayiirCelery(..., acks_late=False)",
             )
         )
     if broker_transport(app) in _VISIBILITY_TRANSPORTS:

@@ -24,7 +24,10 @@ A backend offers the queue by implementing ``StepQueue`` next to ``Backend``; wo
 on a backend without it run every step of an instance themselves. ``AdvanceQueue`` is
 optional on top: the two writes of a dispatched advance, each atomic (memory, Django,
 and PostgreSQL in one statement each); ``advance_queue`` builds them from the other
-methods for any other backend.
+methods for any other backend. ``StepAndInstanceClaim`` is optional too: a step claim
+that also takes the instance when that blocks nobody, so that the advance after the
+step needs no claim of its own (``claim_step_and_instance`` falls back to
+``claim_step`` alone).
 """
 
 from __future__ import annotations
@@ -188,6 +191,62 @@ class AdvanceQueue(Protocol):
         like ``commit`` (``LeaseLostError``, ``PayloadTooLargeError``, for an input too).
         """
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedStepAndInstance:
+    """A step claim, and the claim of its instance when that was taken with it."""
+
+    step: ClaimedStep
+    instance: Claim | None = None
+
+
+@runtime_checkable
+class StepAndInstanceClaim(Protocol):
+    """Optional: ``claim_step`` and ``claim_if_free`` in one round trip.
+
+    For a step that is its instance's only one out (a chain): the advance that follows
+    the step then already holds the instance. The caller holds that claim while the
+    step runs, so it must give it up (or advance) soon: other advances of the instance
+    wait for it meanwhile.
+    """
+
+    async def claim_step_and_instance(
+        self,
+        ref: StepRef,
+        owner: str,
+        step_ttl: float,
+        definitions: Mapping[str, str],
+        claim_ttl: float,
+        now: float,
+    ) -> ClaimedStepAndInstance | None:
+        """``claim_step(ref, owner, step_ttl, now)``; ``None`` exactly when it is ``None``.
+
+        With the step, the instance is claimed for ``claim_ttl`` (``instance``) only
+        if ``claim_if_free`` would take it, nothing is asked of it (no control request)
+        and no other step of it is queued or running; else ``instance`` is ``None``
+        and the instance is left as it was.
+        """
+        ...
+
+
+async def claim_step_and_instance(
+    queue: StepQueue,
+    ref: StepRef,
+    owner: str,
+    step_ttl: float,
+    definitions: Mapping[str, str],
+    claim_ttl: float,
+    now: float,
+) -> ClaimedStepAndInstance | None:
+    """``StepAndInstanceClaim.claim_step_and_instance`` on any step queue: native when
+    the backend has it, else the step alone (the instance is claimed after the step)."""
+    if isinstance(queue, StepAndInstanceClaim):
+        return await queue.claim_step_and_instance(
+            ref, owner, step_ttl, definitions, claim_ttl, now
+        )
+    step = await queue.claim_step(ref, owner, step_ttl, now)
+    return None if step is None else ClaimedStepAndInstance(step)
 
 
 class _AdvanceFromParts:

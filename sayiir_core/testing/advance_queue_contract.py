@@ -6,6 +6,11 @@ only if that takes it from nobody, and ``commit_and_publish`` queues the newly r
 steps only if its commit is accepted, both atomically. On a backend without it every
 test here skips, saying so (``advance_queue`` then builds the two from other methods).
 
+``StepAndInstanceClaim`` (optional as well) claims a step and, when that step is its
+instance's only one out and nothing is asked of the instance, the instance with it; the
+cases run through ``claim_step_and_instance``, which falls back to ``claim_step``
+alone, so its step half holds on every backend.
+
 The concurrency cases are the point: a get-then-claim could take an instance from a
 live holder between its read and its write, and a stolen advance re-queued a step that
 the holder had just checkpointed, so a copy of its message ran it again.
@@ -21,7 +26,15 @@ import pytest
 
 from sayiir_core import Backend, Status
 from sayiir_core.backends import Claim, ControlRequest, StepWrite
-from sayiir_core.backends.step_queue import AdvanceQueue, StepQueue, StepRef, StepTicket
+from sayiir_core.backends.step_queue import (
+    AdvanceQueue,
+    ClaimedStepAndInstance,
+    StepAndInstanceClaim,
+    StepQueue,
+    StepRef,
+    StepTicket,
+    claim_step_and_instance,
+)
 from sayiir_core.errors import InstanceNotFoundError, LeaseLostError
 from sayiir_core.testing._support import HASH, NOW, TTL, BackendFixtures, create
 
@@ -262,3 +275,127 @@ class AdvanceQueueContract(BackendFixtures):
     ) -> None:
         with pytest.raises(InstanceNotFoundError):
             await ops.commit_and_publish("nope", 1, released(), [ticket("b", "nope")])
+
+    # -- claim_step_and_instance: the step exactly as claim_step; the instance only when
+    # holding it blocks nobody (backends with StepAndInstanceClaim; else never) ----------
+
+    async def _dispatched(self, ops: AdvanceBackend, *keys: str) -> None:
+        """An instance with checkpoint ``a``, parked on the steps ``keys``, released."""
+        await create(ops)
+        claim = await ops.claim_if_free("i-1", "w0", WANTED, TTL, NOW)
+        assert claim is not None
+        control = {"dispatched": dict.fromkeys(keys, 1)}
+        write = released(control=control, checkpoints=[("a", b"2")])
+        await ops.commit_and_publish("i-1", claim.token, write, [ticket(k) for k in keys])
+
+    async def _claim(
+        self, ops: AdvanceBackend, key: str = "b", owner: str = "w1", now: float = NOW + 2
+    ) -> ClaimedStepAndInstance | None:
+        ref = StepRef("i-1", key, 1)
+        return await claim_step_and_instance(ops, ref, owner, TTL, WANTED, TTL, now)
+
+    async def test_the_only_step_out_comes_with_its_instance(self, ops: AdvanceBackend) -> None:
+        await self._dispatched(ops, "b")
+
+        claimed = await self._claim(ops)
+
+        assert claimed is not None
+        assert claimed.step.ticket.ref == StepRef("i-1", "b", 1)
+        assert claimed.step.ticket.input == b"5"
+        record = await ops.get_record("i-1")
+        assert record is not None
+        if not isinstance(ops, StepAndInstanceClaim):
+            assert claimed.instance is None
+            assert record.owner is None
+            return
+        assert claimed.instance is not None
+        loaded = claimed.instance.instance
+        assert loaded.checkpoints == {"a": b"2"}
+        assert (loaded.record.owner, loaded.record.lease_until) == ("w1", NOW + 2 + TTL)
+        assert (record.owner, record.claim_token) == ("w1", claimed.instance.token)
+        assert await ops.claim_if_free("i-1", "w2", WANTED, TTL, NOW + 3) is None
+        # The claim is an ordinary one: its holder commits and releases with it.
+        done = released(now=NOW + 4, checkpoints=[("b", b"6")])
+        await ops.commit_and_publish("i-1", claimed.instance.token, done, [])
+        assert await ops.claim_if_free("i-1", "w2", WANTED, TTL, NOW + 5) is not None
+
+    async def test_the_step_half_is_claim_step(self, ops: AdvanceBackend) -> None:
+        await self._dispatched(ops, "b")
+        assert await self._claim(ops, key="nope") is None
+
+        first = await self._claim(ops)
+        assert first is not None
+        assert await self._claim(ops, owner="w2", now=NOW + 3) is None  # a duplicate delivery
+        assert await ops.claim_if_free("i-1", "w2", WANTED, TTL, NOW + TTL + 3) is not None
+        # The step's lease ran out: a takeover, with a larger token; not the instance,
+        # whose claim is live.
+        again = await self._claim(ops, owner="w3", now=NOW + TTL + 4)
+        assert again is not None
+        assert again.step.token > first.step.token
+        assert again.instance is None
+
+    async def test_no_instance_while_another_step_is_out(self, ops: AdvanceBackend) -> None:
+        """A fork: the branch that holds the instance would keep its siblings' advances
+        waiting, so no branch takes it with its step."""
+        await self._dispatched(ops, "b", "c")
+
+        claimed = await self._claim(ops)
+
+        assert claimed is not None
+        assert claimed.instance is None
+        record = await ops.get_record("i-1")
+        assert record is not None
+        assert record.owner is None
+        assert await self._claim(ops, key="c", owner="w2") is not None
+
+    async def test_no_instance_with_a_request_pending(self, ops: AdvanceBackend) -> None:
+        """A request the holder let go with (asked while it held the instance)."""
+        await self._dispatched(ops, "b")
+        holder = await ops.claim_if_free("i-1", "w9", WANTED, TTL, NOW + 1)
+        assert holder is not None
+        await ops.request_control("i-1", ControlRequest.CANCEL, "stop", None, NOW + 1)
+        write = released(now=NOW + 1, control={"dispatched": {"b": 1}})
+        assert await ops.commit_and_publish("i-1", holder.token, write, []) is not None
+
+        claimed = await self._claim(ops)
+
+        assert claimed is not None
+        assert claimed.instance is None
+        record = await ops.get_record("i-1")
+        assert record is not None
+        assert record.owner is None
+
+    async def test_no_instance_held_by_another(self, ops: AdvanceBackend) -> None:
+        await self._dispatched(ops, "b")
+        holder = await ops.claim_if_free("i-1", "w9", WANTED, TTL, NOW + 1)
+        assert holder is not None
+
+        claimed = await self._claim(ops)
+
+        assert claimed is not None
+        assert claimed.instance is None
+        record = await ops.get_record("i-1")
+        assert record is not None
+        assert (record.owner, record.claim_token) == ("w9", holder.token)
+
+    async def test_one_of_concurrent_deliveries_wins(
+        self, ops: AdvanceBackend, other_ops: AdvanceBackend
+    ) -> None:
+        await self._dispatched(ops, "b")
+        sides = [ops, other_ops] * (_RACERS // 2)
+
+        results = await asyncio.gather(
+            *(self._claim(side, owner=f"w{n}") for n, side in enumerate(sides))
+        )
+
+        won = [result for result in results if result is not None]
+        assert len(won) == 1
+        record = await ops.get_record("i-1")
+        assert record is not None
+        if won[0].instance is not None:
+            assert (record.owner, record.claim_token) == (
+                won[0].instance.instance.record.owner,
+                won[0].instance.token,
+            )
+        else:
+            assert record.owner is None

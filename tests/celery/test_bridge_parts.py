@@ -136,3 +136,54 @@ def test_the_bridge_refuses_a_backend_without_step_queue(tmp_path) -> None:  # t
     app = Celery("sqlite", broker="redis://127.0.0.1:6379/11", set_as_current=False)
     with pytest.raises(TypeError, match="step queue"):
         SayiirCelery(app, backend=SqliteBackend(str(tmp_path / "x.db")), workflows=[FLOW])
+
+
+def test_early_acknowledgement_is_asked_for_not_slipped_in() -> None:
+    """``acks_late=False`` on the bridge registers the task so and the check accepts it;
+    the same setting slipped in through task_annotations is reported."""
+    app = Celery("early", broker="amqp://guest@127.0.0.1//", set_as_current=False)
+    app.conf.update(worker_prefetch_multiplier=1)
+    bridge = SayiirCelery(app, backend=InMemoryBackend(), workflows=[FLOW], acks_late=False)
+    assert not bridge.app.tasks["sayiir_celery.run_step"].acks_late
+    assert bridge.config_problems("prefork") == []
+
+    other = Celery("slipped", broker="amqp://guest@127.0.0.1//", set_as_current=False)
+    other.conf.update(
+        worker_prefetch_multiplier=1,
+        task_annotations={"sayiir_celery.run_step": {"acks_late": False}},
+    )
+    slipped = SayiirCelery(other, backend=InMemoryBackend(), workflows=[FLOW])
+    problems = [problem.setting for problem in slipped.config_problems("prefork")]
+    assert problems == ["acks_late of task 'sayiir_celery.run_step'"]
+
+
+def test_a_step_message_asks_for_no_result_and_says_what_it_runs(
+    broker: tuple[str, str],
+) -> None:
+    """No result subscription per step (a Redis result backend would add a command per
+    publish) and a short argsrepr for monitoring, read back from the broker."""
+    import json
+
+    import redis
+
+    from sayiir_core.backends.step_queue import StepRef, StepTicket
+    from sayiir_core.runtime.loop_thread import run_sync
+
+    url, prefix = broker
+    app = Celery("published", broker=url, backend=url, set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    bridge = SayiirCelery(app, backend=InMemoryBackend(), workflows=[FLOW], default_queue="q")
+    ticket = StepTicket(StepRef("i-1", "charge", 1), "parts", FLOW.definition_hash, b"1", 3, 0.0)
+
+    run_sync(bridge.send_steps([ticket]))
+
+    client = redis.Redis.from_url(url)
+    try:
+        raw = client.lpop(f"{prefix}q")
+    finally:
+        client.close()
+    assert raw is not None
+    headers = json.loads(raw)["headers"]
+    assert headers["argsrepr"] == "('i-1', 'charge', attempt 1)"
+    assert headers["ignore_result"] is True
+    assert not app.backend.result_consumer.subscribed_to

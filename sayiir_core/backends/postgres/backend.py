@@ -13,6 +13,7 @@ Needs the ``postgres`` extra (``pip install 'sayiir-py[postgres]'``) and Postgre
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -35,6 +36,7 @@ from sayiir_core.backends.base import (
 )
 from sayiir_core.backends.notify import FinishWatch
 from sayiir_core.backends.postgres import statements as sql
+from sayiir_core.backends.postgres import stats
 from sayiir_core.backends.postgres.address import split_schema_option
 from sayiir_core.backends.postgres.control import PostgresControl, read_record
 from sayiir_core.backends.postgres.listen import FinishListener, WorkListener
@@ -48,7 +50,14 @@ from sayiir_core.backends.rules import (
     missing,
     new_record,
 )
-from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
+from sayiir_core.backends.stats import ReadyBacklog
+from sayiir_core.backends.step_queue import (
+    ClaimedStep,
+    ClaimedStepAndInstance,
+    StepRef,
+    StepResult,
+    StepTicket,
+)
 from sayiir_core.errors import BackendError, InstanceAlreadyExistsError, LeaseLostError
 from sayiir_core.status import Status
 
@@ -485,6 +494,19 @@ class PostgresBackend(OpensAndCloses):
     ) -> Claim | None:
         return await self._steps.claim_if_free(instance_id, owner, definitions, ttl, now)
 
+    async def claim_step_and_instance(
+        self,
+        ref: StepRef,
+        owner: str,
+        step_ttl: float,
+        definitions: Mapping[str, str],
+        claim_ttl: float,
+        now: float,
+    ) -> ClaimedStepAndInstance | None:
+        return await self._steps.claim_step_and_instance(
+            ref, owner, step_ttl, definitions, claim_ttl, now
+        )
+
     async def commit_and_publish(
         self, instance_id: str, token: int, write: StepWrite, tickets: Sequence[StepTicket]
     ) -> ControlRequest | None:
@@ -515,3 +537,15 @@ class PostgresBackend(OpensAndCloses):
         if current is None:
             return missing(instance_id)
         return sql.lease_lost(instance_id, token, current)
+
+    # -- BackendStats (see backends/stats.py): one statement each -----------------------
+
+    async def count_by_status(self) -> dict[Status, int]:
+        return await stats.count_by_status(self._session, self._stats_sql)
+
+    async def ready_backlog(self, now: float) -> ReadyBacklog:
+        return await stats.ready_backlog(self._session, self._stats_sql, now)
+
+    @functools.cached_property
+    def _stats_sql(self) -> stats.StatsStatements:
+        return stats.StatsStatements(self._schema)

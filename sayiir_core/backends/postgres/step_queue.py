@@ -9,200 +9,29 @@ so workers are not woken for every finished step).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sayiir_core.backends.base import Claim, LoadedInstance
 from sayiir_core.backends.postgres import statements as sql
 from sayiir_core.backends.postgres.listen import WorkListener
-from sayiir_core.backends.postgres.schema import quote
 from sayiir_core.backends.postgres.session import Attempt, Done, Session
-from sayiir_core.backends.postgres.statements import FINISHED_SQL, check_size
+from sayiir_core.backends.postgres.statements import check_size
+from sayiir_core.backends.postgres.step_statements import STEP_WIDTH, AdvanceStatements
+from sayiir_core.backends.postgres.step_statements import (
+    StepStatements as StepStatements,  # re-exported: control.py types its argument with it
+)
 from sayiir_core.backends.rows import failure_json, step_result, to_json
-from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
-from sayiir_core.status import Status
+from sayiir_core.backends.step_queue import (
+    ClaimedStep,
+    ClaimedStepAndInstance,
+    StepRef,
+    StepResult,
+    StepTicket,
+)
 
 if TYPE_CHECKING:
     from sayiir_core.backends.postgres.session import Conn
-
-_TICKET_COLUMNS = (
-    "instance_id, step_key, attempt, workflow_id, definition_hash, input, priority, queued_at"
-)
-_REF_MATCH = "instance_id = $1 AND step_key = $2 AND attempt = $3::int4"
-_RETURNED = ", ".join(f"s.{c.strip()}" for c in _TICKET_COLUMNS.split(","))
-
-
-class StepStatements:
-    """The step queue's statements for one schema."""
-
-    def __init__(self, schema: str, work_channel: str) -> None:
-        t = quote(schema)
-        self.channel = f"sayiir_steps_{schema}"
-        self.publish = f"""
-            WITH ins AS (
-                INSERT INTO {t}.sayiir_steps ({_TICKET_COLUMNS})
-                SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[],
-                                     $5::text[], $6::bytea[], $7::int4[], $8::float8[])
-                ON CONFLICT DO NOTHING
-                RETURNING 1
-            )
-            SELECT pg_notify('{work_channel}', '') WHERE EXISTS (SELECT 1 FROM ins)
-        """
-        # Like claim_next: lock claimable rows in claim order, skipping locked ones.
-        self.claim = f"""
-            WITH candidates AS (
-                SELECT s.instance_id, s.step_key, s.attempt
-                FROM {t}.sayiir_steps AS s
-                JOIN unnest($1::text[], $2::text[]) AS d(workflow_id, definition_hash)
-                  ON s.workflow_id = d.workflow_id AND s.definition_hash = d.definition_hash
-                WHERE s.finished_at IS NULL
-                  AND (s.owner IS NULL OR s.lease_until <= $3::float8)
-                  AND ($7::text[] IS NULL OR s.instance_id = ANY($7::text[]))
-                  AND EXISTS (SELECT 1 FROM {t}.sayiir_instances AS i
-                              WHERE i.instance_id = s.instance_id
-                                AND i.status NOT IN ({FINISHED_SQL}))
-                ORDER BY s.priority, s.queued_at
-                LIMIT $4
-                FOR UPDATE OF s SKIP LOCKED
-            )
-            UPDATE {t}.sayiir_steps AS s
-            SET owner = $5, claim_token = nextval('{t}.sayiir_step_tokens'),
-                lease_until = $6::float8
-            FROM candidates AS c
-            WHERE s.instance_id = c.instance_id AND s.step_key = c.step_key
-              AND s.attempt = c.attempt
-            RETURNING {_RETURNED}, s.claim_token
-        """
-        # One named step: a plain UPDATE of its row. A concurrent claim of the same row
-        # waits for the first to commit, then re-checks the WHERE on the row as it is
-        # now (READ COMMITTED), finds it held and matches nothing: one caller wins.
-        self.claim_one = f"""
-            UPDATE {t}.sayiir_steps AS s
-            SET owner = $4, claim_token = nextval('{t}.sayiir_step_tokens'),
-                lease_until = $6::float8
-            WHERE s.instance_id = $1 AND s.step_key = $2 AND s.attempt = $3::int4
-              AND s.finished_at IS NULL
-              AND (s.owner IS NULL OR s.lease_until <= $5::float8)
-              AND EXISTS (SELECT 1 FROM {t}.sayiir_instances AS i
-                          WHERE i.instance_id = s.instance_id
-                            AND i.status NOT IN ({FINISHED_SQL}))
-            RETURNING {_RETURNED}, s.claim_token
-        """
-        # Finds the claim of a claim_step whose reply was lost (owner + exact lease).
-        self.claimed_one = f"""
-            SELECT {_TICKET_COLUMNS}, claim_token FROM {t}.sayiir_steps
-            WHERE {_REF_MATCH} AND owner = $4 AND lease_until = $5::float8
-              AND finished_at IS NULL
-        """
-        # Finds the claims of a claim_steps whose reply was lost (owner + exact lease).
-        self.claimed_by = f"""
-            SELECT {_TICKET_COLUMNS}, claim_token FROM {t}.sayiir_steps
-            WHERE owner = $1 AND lease_until = $2::float8 AND finished_at IS NULL
-        """
-        self.renew = f"""
-            UPDATE {t}.sayiir_steps SET lease_until = $5::float8
-            WHERE {_REF_MATCH} AND claim_token = $4 AND finished_at IS NULL
-            RETURNING 1
-        """
-        self.finish = f"""
-            WITH upd AS (
-                UPDATE {t}.sayiir_steps
-                SET owner = NULL, lease_until = NULL, worker_id = $5, started_at = $6::float8,
-                    finished_at = $7::float8, output = $8::bytea, error = $9::json
-                WHERE {_REF_MATCH} AND claim_token = $4
-                RETURNING 1
-            )
-            SELECT pg_notify('{self.channel}', '') FROM upd
-        """
-        self.results = f"""
-            SELECT s.instance_id, s.step_key, s.attempt, s.worker_id, s.started_at,
-                   s.finished_at, s.output, s.error
-            FROM {t}.sayiir_steps AS s
-            JOIN unnest($1::text[], $2::text[], $3::int4[]) AS r(instance_id, step_key, attempt)
-              ON s.instance_id = r.instance_id AND s.step_key = r.step_key
-             AND s.attempt = r.attempt
-            WHERE s.finished_at IS NOT NULL
-        """
-        self.delete_of_instance = f"DELETE FROM {t}.sayiir_steps WHERE instance_id = $1"
-
-
-class AdvanceStatements:
-    """``claim_if_free`` and ``commit_and_publish`` (``AdvanceQueue``) for one schema."""
-
-    def __init__(self, main: sql.Statements, schema: str, work_channel: str) -> None:
-        t = quote(schema)
-        returned = ", ".join(f"i.{c}" for c in sql.RECORD_COLUMNS)
-        # The checkpoints come from the statement's snapshot, the claimed row from its
-        # newest version (FOR UPDATE waits for a write in progress, then re-checks the
-        # row as that write left it). Equal xmin says the snapshot already saw that
-        # version (every write of checkpoints writes the instance row in the same
-        # transaction); else the caller reads the checkpoints again.
-        self.claim_if_free = f"""
-            WITH free AS (
-                SELECT i.instance_id, i.xmin::text AS version
-                FROM {t}.sayiir_instances AS i
-                WHERE i.instance_id = $1 AND i.status NOT IN ({sql.FINISHED_SQL})
-                  AND (i.owner IS NULL OR COALESCE(i.lease_until, 0) <= $2::float8)
-                  AND (i.status <> '{Status.PAUSED.value}' OR i.control_request IS NOT NULL)
-                  AND i.definition_hash = ($5::json ->> i.workflow_id)
-                FOR UPDATE OF i
-            ), upd AS (
-                UPDATE {t}.sayiir_instances AS i
-                SET owner = $3, claim_token = i.claim_token + 1, lease_until = $4::float8
-                FROM free WHERE i.instance_id = free.instance_id
-                RETURNING {returned}, i.seq, free.version
-            )
-            SELECT upd.*,
-                   (SELECT xmin::text FROM {t}.sayiir_instances WHERE instance_id = $1)
-                       AS seen_version,
-                   cp.keys, cp.payloads
-            FROM upd
-            LEFT JOIN LATERAL (
-                SELECT array_agg(step_key ORDER BY seq) AS keys,
-                       array_agg(payload ORDER BY seq) AS payloads
-                FROM {t}.sayiir_checkpoints WHERE instance_id = $1
-            ) AS cp ON true
-        """
-        # Finds the claim of a claim_if_free whose reply was lost (owner + exact lease).
-        self.claimed_if_free = f"""
-            SELECT {", ".join(sql.RECORD_COLUMNS)}, seq FROM {t}.sayiir_instances
-            WHERE instance_id = $1 AND owner = $2 AND lease_until = $3::float8
-              AND status NOT IN ({sql.FINISHED_SQL})
-        """
-        self.checkpoints_of = main.checkpoints_of
-        self.commit_and_publish = _with_publish(main.commit, t, work_channel)
-
-
-def _with_publish(commit: str, t: str, work_channel: str) -> str:
-    """The commit statement with one more part: queue the tickets if the fence holds.
-
-    The tickets' eight columns are the parameters after the commit's own. Queued
-    tickets wake idle workers (``publish_steps`` does the same), even when the commit
-    itself leaves nothing runnable.
-    """
-    ends = list(re.finditer(r"\)\s*SELECT\s+control_request\b", commit))
-    if len(ends) != 1:
-        raise RuntimeError("internal error: the commit statement changed shape")
-    n = max(int(number) for number in re.findall(r"\$(\d+)", commit))
-    types = ("text", "text", "int4", "text", "text", "bytea", "int4", "float8")
-    columns = ", ".join(f"${n + i}::{kind}[]" for i, kind in enumerate(types, start=1))
-    published = f"""
-            , published AS (
-                INSERT INTO {t}.sayiir_steps ({_TICKET_COLUMNS})
-                SELECT * FROM unnest({columns})
-                WHERE EXISTS (SELECT 1 FROM upd)
-                ON CONFLICT DO NOTHING
-                RETURNING 1
-            )
-    """
-    woken = (
-        f" (SELECT pg_notify('{work_channel}', '') WHERE EXISTS (SELECT 1 FROM published))"
-        " AS queued,"
-    )
-    at = ends[0].start() + 1
-    select_at = ends[0].end() - len("control_request")
-    return commit[:at] + published + commit[at:select_at] + woken + commit[select_at:]
 
 
 class PostgresStepQueue:
@@ -367,6 +196,52 @@ class PostgresStepQueue:
             return Done(await self._claim_read(conn, rows)) if rows else None
 
         return await self._session.run("claim_if_free", body, resolve=resolve)
+
+    # -- StepAndInstanceClaim: the step and, for a chain, its instance at once -------------
+
+    async def claim_step_and_instance(
+        self,
+        ref: StepRef,
+        owner: str,
+        step_ttl: float,
+        definitions: Mapping[str, str],
+        claim_ttl: float,
+        now: float,
+    ) -> ClaimedStepAndInstance | None:
+        step_until, claim_until = now + step_ttl, now + claim_ttl
+        key = (ref.instance_id, ref.step_key, ref.attempt)
+        wanted = to_json(dict(definitions), "workflow definitions")
+        params = (*key, owner, now, step_until, wanted, claim_until)
+        statements = self._advance
+
+        async def body(conn: Conn, attempt: Attempt) -> ClaimedStepAndInstance | None:
+            rows = await attempt.write(conn, statements.claim_step_and_instance, *params)
+            if not rows:
+                return None
+            row = rows[0]
+            (step,) = _claimed([row[:STEP_WIDTH]])
+            if row["version"] is None:
+                return ClaimedStepAndInstance(step)
+            record = sql.record_from_row(tuple(row)[STEP_WIDTH : STEP_WIDTH + sql.RECORD_WIDTH])
+            if row["version"] == row["seen_version"]:
+                checkpoints = sql.checkpoints_from(row["keys"], row["payloads"])
+            else:
+                # Claimed a version newer than the statement's snapshot: read it again.
+                found = await conn.fetch(statements.checkpoints_of, [ref.instance_id])
+                checkpoints = {step_key: payload for _, step_key, payload in found}
+            claim = Claim(LoadedInstance(record, checkpoints), record.claim_token)
+            return ClaimedStepAndInstance(step, claim)
+
+        async def resolve(conn: Conn) -> Done[ClaimedStepAndInstance | None] | None:
+            steps = await conn.fetch(self.statements.claimed_one, *key, owner, step_until)
+            if not steps:
+                return None
+            (step,) = _claimed(steps)
+            rows = await conn.fetch(statements.claimed_if_free, ref.instance_id, owner, claim_until)
+            claim = await self._claim_read(conn, rows) if rows else None
+            return Done(ClaimedStepAndInstance(step, claim))
+
+        return await self._session.run("claim_step_and_instance", body, resolve=resolve)
 
     async def _claim_read(self, conn: Conn, rows: Sequence[Any]) -> Claim:
         checkpoint_rows = await conn.fetch(self._advance.checkpoints_of, [rows[0]["instance_id"]])

@@ -2,8 +2,9 @@
 
 An adapter that hands every step to another system (``sayiir_celery`` sends each one
 as a Celery message) drives its instances through a ``Dispatcher``. Nobody holds an
-instance while its steps run; three operations move it on, each under the instance's
-claim for a few round trips only:
+instance while its steps run (but for the first second of a chain's step, see
+``run_step``); three operations move it on, each under the instance's claim for a few
+round trips only:
 
 * **advance**: take the claim if nobody holds it (never from a live holder), feed the
   machine the outcomes stored since the last advance, then in one write (one
@@ -12,10 +13,14 @@ claim for a few round trips only:
   ``wake_at`` = when to look again if nothing comes back) and release the claim; only
   then hand the new tickets to ``send``: a step cannot finish before the advance that
   sent it let go. The two writes are ``AdvanceQueue``'s (``backends.step_queue``): one
-  statement each on PostgreSQL, so a step costs three round trips with its own claim.
+  statement each on PostgreSQL.
 * **run_step** (on the receiving side): claim the named step (fenced: a duplicate
   delivery, a withdrawn or finished step, a cancelled instance claim nothing), run it
   with the local executor under a renewed lease, then advance with its outcome in hand.
+  When the step is its instance's only one out (a chain), the instance is claimed with
+  the step in the same statement (``held``), so the advance after it needs no claim of
+  its own: two round trips per step on PostgreSQL. That claim is given up if the step
+  runs longer than ``hold_claim`` (1 s), so that a slow step keeps nobody waiting.
   When another advance holds the instance, the outcome is stored with ``finish_step``
   and the holder picks it up: it looks for outcomes that arrived while it held the
   claim after releasing, and advances again if it finds any. So a join fires once, in
@@ -30,7 +35,8 @@ Framework-neutral: ``send`` is the only thing an adapter provides. The runner it
 knows dispatching (an executor raises ``StepDispatched``, see ``runtime/runner.py``);
 this package adds the step queue around it: ``dispatcher`` (the three operations),
 ``executor`` (``DispatchingExecutor``), ``sink`` (an advance's writes sent as one),
-``outcomes`` (stored steps <-> outcomes).
+``held`` (the instance claim a step takes with it), ``outcomes`` (stored steps <->
+outcomes).
 """
 
 from __future__ import annotations

@@ -19,15 +19,16 @@ from sayiir_core.backends.base import (
     Claim,
     ControlRequest,
     InstanceRecord,
-    StepWrite,
 )
 from sayiir_core.backends.step_queue import (
     ClaimedStep,
+    ClaimedStepAndInstance,
     StepQueue,
     StepRef,
     StepResult,
     StepTicket,
     advance_queue,
+    claim_step_and_instance,
 )
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import LeaseLostError, PayloadTooLargeError
@@ -36,6 +37,7 @@ from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.runtime.convert import snapshot_from
 from sayiir_core.runtime.dispatch.executor import DispatchingExecutor
+from sayiir_core.runtime.dispatch.held import HOLD_WHILE_RUNNING, HeldClaim, release_write
 from sayiir_core.runtime.dispatch.outcomes import dispatched_in, dispatched_steps, step_request
 from sayiir_core.runtime.dispatch.sink import BufferingSink, RedoUnbufferedError
 from sayiir_core.runtime.durable_runner import ClaimedSink, default_owner_id
@@ -85,7 +87,8 @@ class _Round:
 
     lost: bool = False  # the claim was taken over: nothing after that was written
     consumed: frozenset[StepRef] = frozenset()
-    look_again: bool = False  # outcomes arrived while the claim was held
+    look_again: bool = False  # outcomes or a request arrived while the claim was held
+    held_back: bool = False  # steps queued but not sent, for the next advance to send
 
 
 class Dispatcher:
@@ -97,7 +100,10 @@ class Dispatcher:
     while it runs; a worker that dies loses its steps after this long.
     ``redispatch_after``: how long an instance waits for outstanding steps before the
     sweeper sends them again (default: ``step_lease``). ``claim_ttl``: the lease of an
-    advance, which takes a few round trips.
+    advance, which takes a few round trips. ``hold_claim``: how long a step that took
+    its instance with it (``held.py``) may keep it while it runs (at most a third of
+    that claim's lease, the shorter of ``claim_ttl`` and ``step_lease``); 0 takes the
+    step alone.
     """
 
     def __init__(
@@ -112,6 +118,7 @@ class Dispatcher:
         step_lease: float = 60.0,
         redispatch_after: float | None = None,
         claim_ttl: float = 30.0,
+        hold_claim: float = HOLD_WHILE_RUNNING,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(backend, StepQueue):
@@ -121,6 +128,8 @@ class Dispatcher:
             )
         if step_lease <= 0 or claim_ttl <= 0:
             raise ValueError("step_lease and claim_ttl must be positive")
+        if hold_claim < 0:
+            raise ValueError("hold_claim must not be negative")
         self.backend = backend
         self._queue: StepQueue = backend
         self._advancing = advance_queue(backend)
@@ -134,6 +143,10 @@ class Dispatcher:
         self.redispatch_after = redispatch_after if redispatch_after is not None else step_lease
         self.claim_ttl = claim_ttl
         self._clock = clock
+        # A worker that dies holding the instance with its step delays nothing: that
+        # claim ends no later than the step's own lease, after which the step is sent again.
+        self._held_lease = min(claim_ttl, step_lease)
+        self._hold = min(hold_claim, self._held_lease / 3)
         self._opened = False
 
     async def open(self) -> None:
@@ -157,7 +170,7 @@ class Dispatcher:
                 definition_hash[:12],
             )
             return StepRun.UNKNOWN
-        claimed = await self._queue.claim_step(ref, self.owner_id, self.step_lease, self._clock())
+        claimed = await self._claim_step(ref)
         if claimed is None:
             _log(ref).info(
                 "[%s] step %r attempt %d: message dropped (running elsewhere, finished, "
@@ -167,20 +180,40 @@ class Dispatcher:
                 ref.attempt,
             )
             return StepRun.DROPPED
-        run = asyncio.ensure_future(self._execute(claimed, workflow))
+        step = claimed.step
+        held = HeldClaim(self.backend, claimed.instance, self._hold, self._clock)
+        run = asyncio.ensure_future(self._execute(step, workflow))
         # The lease is kept until the outcome is checkpointed or stored, not only while the
         # function runs: an advance slowed down past the lease would otherwise let the
         # sweeper's re-dispatch run the step a second time.
-        heartbeat = asyncio.ensure_future(self._keep_lease(claimed, run))
+        heartbeat = asyncio.ensure_future(self._keep_lease(step, run))
         try:
             outcome = await self._outcome(run, heartbeat, ref)
             if outcome is None:
                 return StepRun.LOST
-            await self._advance(ref.instance_id, own=_OwnOutcome(ref, claimed.token, outcome))
+            own = _OwnOutcome(ref, step.token, outcome)
+            await self._advance(ref.instance_id, own=own, claim=await held.take())
             return StepRun.RAN
         finally:
             heartbeat.cancel()
             run.cancel()
+            await held.give_back()
+
+    async def _claim_step(self, ref: StepRef) -> ClaimedStepAndInstance | None:
+        """The step, and its instance with it when that blocks nobody (``held.py``)."""
+        now = self._clock()
+        if self._hold > 0:
+            return await claim_step_and_instance(
+                self._queue,
+                ref,
+                self.owner_id,
+                self.step_lease,
+                self.definitions,
+                self._held_lease,
+                now,
+            )
+        step = await self._queue.claim_step(ref, self.owner_id, self.step_lease, now)
+        return None if step is None else ClaimedStepAndInstance(step)
 
     async def _execute(self, claimed: ClaimedStep, workflow: Workflow) -> TaskOutcome:
         request = step_request(claimed, workflow, self.codec)
@@ -221,10 +254,13 @@ class Dispatcher:
 
     # -- advancing ---------------------------------------------------------------------
 
-    async def advance(self, instance_id: str) -> None:
-        """Move the instance on now if nobody holds it (after a submit, signal, unpause)."""
+    async def advance(self, instance_id: str, *, resend: bool = False) -> None:
+        """Move the instance on now if nobody holds it (after a submit, signal, unpause).
+
+        ``resend``: send the steps still out again too (after an unpause: a pause asked
+        during an advance leaves the steps it queued unsent)."""
         await self.open()
-        await self._advance(instance_id)
+        await self._advance(instance_id, resend=resend)
 
     async def sweep(self, limit: int = 20) -> int:
         """Advance up to ``limit`` instances nobody will wake; returns how many were claimed."""
@@ -274,7 +310,7 @@ class Dispatcher:
                     # looks after releasing and finds it.
                     continue
             done = await self._round(claim, None if stored else own, resend)
-            claim, resend = None, False
+            claim, resend = None, done.held_back
             if not stored and own is not None and own.ref in done.consumed:
                 stored = True
             if done.lost:
@@ -364,15 +400,22 @@ class Dispatcher:
         try:
             await runner.run(_control_event(record))
             if not sink.released:
-                await sink.write(_release(sink.last_write, record, self._clock()))
+                await sink.write(release_write(sink.last_write, record, self._clock()))
         except LeaseLostError:
             InstanceLogger(logger, instance_id, workflow_id=record.workflow_id).info(
                 "[%s] advance: claim taken over; leaving it to the new holder", instance_id
             )
             return _Round(lost=True, consumed=frozenset(executor.consumed))
-        await self._send_steps(instance_id, executor.to_send, claim.token)
         consumed = frozenset(executor.consumed)
         final = sink.last_write
+        # A cancel or pause asked for while the claim was held is honoured at once (one
+        # this advance started with has been fed to it already). The steps this advance
+        # queued are not sent before that: the advance honouring the request sends them
+        # if the instance still runs them (a paused one's on unpause, with ``resend``).
+        asked = sink.request_at_release not in (None, record.control_request)
+        if asked and final is not None and not final.status.is_terminal:
+            return _Round(consumed=consumed, look_again=True, held_back=bool(executor.to_send))
+        await self._send_steps(instance_id, executor.to_send, claim.token)
         if final is None or final.status.is_terminal:
             return _Round(consumed=consumed)
         # Steps dispatched before this advance may have finished while it held the claim;
@@ -383,11 +426,8 @@ class Dispatcher:
             for key, attempt in before.items()
             if after.get(key) == attempt and StepRef(instance_id, key, attempt) not in consumed
         ]
-        # A cancel or pause asked for while the claim was held is honoured at once (one
-        # this advance started with has been fed to it already).
-        asked = sink.request_at_release not in (None, record.control_request)
         arrived = bool(waiting) and bool(await self._queue.step_results(waiting))
-        return _Round(consumed=consumed, look_again=arrived or asked)
+        return _Round(consumed=consumed, look_again=arrived)
 
     async def _send_steps(
         self, instance_id: str, tickets: Sequence[StepTicket], token: int
@@ -430,26 +470,3 @@ def _resumed(snapshot: Snapshot, record: InstanceRecord, before: Mapping[str, in
     if before and record.status is Status.WAITING and record.control_request is None:
         return dataclasses.replace(snapshot, status=Status.RUNNING)
     return snapshot
-
-
-def _release(last: StepWrite | None, record: InstanceRecord, now: float) -> StepWrite:
-    """Give the claim up, leaving the instance as its last write (or the claim) left it."""
-    if last is not None:
-        return StepWrite(
-            status=last.status,
-            control=last.control,
-            now=now,
-            output=last.output,
-            error=last.error,
-            wake_at=last.wake_at,
-            release=True,
-        )
-    return StepWrite(
-        status=record.status,
-        control=record.control,
-        now=now,
-        output=record.output,
-        error=record.error,
-        wake_at=record.wake_at,
-        release=True,
-    )
