@@ -12,16 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sayiir_core.backends.base import Backend, ConflictPolicy, HistoryEvent
 from sayiir_core.backends.url import backend_from_url
 from sayiir_core.codec import DEFAULT_CODEC, Codec
-from sayiir_core.runtime.control import InstanceControl
-from sayiir_core.runtime.convert import result_or_raise
+from sayiir_core.runtime.control import InstanceControl, refuse_another_workflow
+from sayiir_core.runtime.convert import result_or_raise, status_from
 from sayiir_core.runtime.loop_thread import run_sync
+from sayiir_core.runtime.worker_intake import Reservation
 from sayiir_core.status import Status, WorkflowStatus
+from sayiir_core.workflow.require import require_workflow
 from sayiir_core.workflow.workflow import Workflow
+
+if TYPE_CHECKING:
+    from sayiir_core.runtime.worker import Worker
 
 
 class InstanceList(list[WorkflowStatus]):
@@ -46,6 +51,13 @@ class AsyncWorkflowClient:
     hands the backend over instead: ``aclose()`` then closes it (what ``from_url``
     does). ``async with`` on the client opens the backend on entry (a wrong URL fails
     there) and calls ``aclose()`` on exit.
+
+    ``local_workers``: workers running (``await worker.run(...)``) on the event loop this
+    client is used from, over the same backend. While one has a free slot, ``submit``
+    stores the new instance already claimed by it and hands it over, so it starts at
+    once: no wake-up, claim or ``pending -> running`` write on the way (see
+    ``runtime/worker_intake.py``). The status then reads ``running``, not
+    ``in_progress``. The FastAPI lifespan's client does this with its workers.
     """
 
     def __init__(
@@ -56,6 +68,7 @@ class AsyncWorkflowClient:
         codec: Codec = DEFAULT_CODEC,
         owns_backend: bool = False,
         workflows: Iterable[Workflow] = (),
+        local_workers: Iterable[Worker] = (),
     ) -> None:
         self._control = InstanceControl(backend, codec=codec, conflict_policy=conflict_policy)
         # Known workflows let send_signal refuse a name they never wait for; a client
@@ -63,6 +76,13 @@ class AsyncWorkflowClient:
         self._control.know(*workflows)
         self._owns_backend = owns_backend
         self._closed = False
+        self._local_workers = tuple(local_workers)
+        for worker in self._local_workers:
+            if worker.backend is not backend:
+                raise ValueError(
+                    f"local worker {worker.worker_id!r} runs on another backend object "
+                    "than this client's; hand-overs need the same one"
+                )
 
     @classmethod
     def from_url(
@@ -118,8 +138,40 @@ class AsyncWorkflowClient:
         await self.aclose()
 
     async def submit(self, workflow: Workflow, instance_id: str, input: Any) -> WorkflowStatus:
-        """Store a new instance (status ``in_progress``) for a worker to run."""
-        return await self._live.submit(workflow, instance_id, input)
+        """Store a new instance (status ``in_progress``) for a worker to run.
+
+        With a free ``local_workers`` slot the instance is stored claimed by that worker
+        and starts at once (status ``running``).
+        """
+        control = self._live
+        require_workflow(workflow, "submit()")
+        reservation = await self._reserve(workflow)
+        if reservation is None:
+            return await control.submit(workflow, instance_id, input)
+        with reservation:
+            control.know(workflow)  # as control.submit does: signals to it are checked
+            await control.open()
+            new = control.new_instance(
+                workflow,
+                instance_id,
+                input,
+                control.clock(),
+                owner=reservation.owner,
+                lease_ttl=reservation.lease_ttl,
+            )
+            record, created = await reservation.create(control.backend, new, control.policy(None))
+        if not created:
+            refuse_another_workflow(record, workflow)
+        return status_from(record, control.codec)
+
+    async def _reserve(self, workflow: Workflow) -> Reservation | None:
+        """A free slot of a local worker serving ``workflow``, if there is one now."""
+        for worker in self._local_workers:
+            intake = worker.intake
+            reservation = await intake.reserve(workflow) if intake is not None else None
+            if reservation is not None:
+                return reservation
+        return None
 
     async def status(self, instance_id: str) -> WorkflowStatus:
         return await self._live.status(instance_id)

@@ -28,8 +28,10 @@ def running_sayiir(request: Request) -> Sayiir:
     return sayiir
 
 
-def get_client(request: Request) -> AsyncWorkflowClient:
+async def get_client(request: Request) -> AsyncWorkflowClient:
     """The ``AsyncWorkflowClient`` of the app's running ``Sayiir`` (opened by its lifespan)."""
+    # async: FastAPI calls a plain function dependency in its thread pool, a thread
+    # round trip per request for an attribute read.
     return running_sayiir(request).client
 
 

@@ -101,7 +101,6 @@ async def start(
         if owns_backend:
             await opened.close()
         raise
-    client = AsyncWorkflowClient(opened, codec=codec, workflows=workflows)
     stop_event = asyncio.Event()
     prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     pool = [
@@ -116,6 +115,8 @@ async def start(
         )
         for index in range(workers)
     ]
+    # Submits from this app go straight to a worker here while one has a free slot.
+    client = AsyncWorkflowClient(opened, codec=codec, workflows=workflows, local_workers=pool)
     tasks = []
     for worker in pool:
         task = asyncio.create_task(
@@ -124,6 +125,9 @@ async def start(
         )
         task.add_done_callback(_log_crash)
         tasks.append(task)
+    # Let each worker take its first step, which opens its intake: the first request
+    # after startup can then hand its instance over already.
+    await asyncio.sleep(0)
     if pool:
         logger.info(
             "sayiir: %d in-process worker(s) serving %s",

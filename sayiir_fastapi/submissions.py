@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import URLPath
 
 from sayiir_core import AsyncWorkflowClient, InstanceAlreadyExistsError, Workflow
 from sayiir_fastapi.dependencies import WorkflowClientDep
@@ -44,6 +45,7 @@ class Submissions:
     def __init__(self, sayiir: Sayiir, inputs: dict[str, WorkflowInput]) -> None:
         self._sayiir = sayiir
         self._inputs = inputs
+        self._locations = InstanceLocations()
 
     def input_of(self, workflow_id: str) -> WorkflowInput:
         described = self._inputs.get(workflow_id)
@@ -134,7 +136,7 @@ class Submissions:
             response.status_code = 200
         else:
             self._sayiir.events.publish(new_id)
-        response.headers["Location"] = str(request.url_for("sayiir_instance", instance_id=new_id))
+        response.headers["Location"] = self._locations.of(request, new_id)
         return InstanceOut.of(status)
 
     async def _check_same_request(
@@ -155,6 +157,38 @@ class Submissions:
                 f"Idempotency-Key {instance_id!r} was used for another request",
                 instance_id=instance_id,
             )
+
+
+class InstanceLocations:
+    """The ``Location`` of a new instance: ``request.url_for("sayiir_instance", ...)``.
+
+    ``url_for`` walks every route of the app on each call, which cost as much CPU as
+    storing the instance; the path is looked up once per router providing it, then
+    only the id changes. Starlette puts a ``str`` path parameter in as it is, so
+    replacing a placeholder gives the same URL.
+    """
+
+    _PLACEHOLDER = "{sayiir-instance-id}"  # braces: never in a route path of its own
+
+    def __init__(self) -> None:
+        # By id of the router (routers are unhashable), kept with it so the id stays its.
+        self._paths: dict[int, tuple[Any, URLPath]] = {}
+
+    def of(self, request: Request, instance_id: str) -> str:
+        # What Request.url_for does, with the route's path looked up once.
+        provider = request.scope.get("router") or request.scope.get("app")
+        if provider is None:
+            return str(request.url_for("sayiir_instance", instance_id=instance_id))
+        known = self._paths.get(id(provider))
+        if known is not None and known[0] is provider:
+            path = known[1]
+        else:
+            path = provider.url_path_for("sayiir_instance", instance_id=self._PLACEHOLDER)
+            self._paths[id(provider)] = (provider, path)
+        located = URLPath(
+            path.replace(self._PLACEHOLDER, instance_id), protocol=path.protocol, host=path.host
+        )
+        return str(located.make_absolute_url(base_url=request.base_url))
 
 
 def _check_key(key: str) -> None:

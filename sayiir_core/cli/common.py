@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,12 +82,14 @@ def with_client(
     conflict_policy: str | None = None,
     *,
     may_create: bool = False,
+    workflows: Sequence[Workflow] = (),
 ) -> T:
     """Run ``action`` with a client on the process's loop thread, then close the backend.
 
     Only commands that store something (``submit``) pass ``may_create``: opening a SQLite
     file creates it, and an inspect or control command aimed at a mistyped path must say
-    so instead of answering from a new, empty database.
+    so instead of answering from a new, empty database. ``workflows``: the client knows
+    them (it refuses signals they never wait for).
     """
     url = database_url(args)
     if not may_create:
@@ -96,7 +98,10 @@ def with_client(
 
     async def go() -> T:
         try:
-            return await action(AsyncWorkflowClient(backend, conflict_policy=conflict_policy))
+            client = AsyncWorkflowClient(
+                backend, conflict_policy=conflict_policy, workflows=workflows
+            )
+            return await action(client)
         finally:
             await backend.close()
 

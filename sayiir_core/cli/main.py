@@ -52,11 +52,12 @@ from sayiir_core.cli.output import (
     to_json,
 )
 from sayiir_core.cli.run import cmd_resume, cmd_run, cmd_submit
-from sayiir_core.cli.targets import TargetError
+from sayiir_core.cli.targets import TargetError, load_workflow
 from sayiir_core.cli.worker import cmd_worker
 from sayiir_core.client import AsyncWorkflowClient
 from sayiir_core.errors import WorkflowError
 from sayiir_core.status import Status, WorkflowStatus
+from sayiir_core.workflow.workflow import Workflow
 
 T = TypeVar("T")
 
@@ -160,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("instance_id")
     sub.add_argument("signal_name", metavar="NAME")
     sub.add_argument("--payload", metavar="JSON", help="signal payload (JSON, or @file)")
+    sub.add_argument(
+        "--workflow",
+        metavar="MODULE:ATTR",
+        help="the instance's workflow (e.g. flows:orders): a name it never waits for is "
+        "refused instead of buffered unread",
+    )
     for name, function, verb in (("cancel", cmd_cancel, "Cancel"), ("pause", cmd_pause, "Pause")):
         sub = add(name, function, f"{verb} an instance (a running one at its next checkpoint).")
         sub.add_argument("instance_id")
@@ -220,6 +227,14 @@ def _add_worker_arguments(sub: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="lease on a claimed instance, renewed every third (default: 300)",
     )
+    sub.add_argument(
+        "--grace",
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, let running steps finish for at most this long, then "
+        "cancel them and release their claims so another worker runs them at once "
+        "(default: wait for them however long they take)",
+    )
 
 
 def _add_list_arguments(sub: argparse.ArgumentParser) -> None:
@@ -243,6 +258,16 @@ def _positive_float(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     return _require_positive(value)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # NaN fails the first test
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
 
 
 def _require_positive(value: T) -> T:
@@ -321,16 +346,30 @@ def cmd_signal(args: argparse.Namespace) -> int:
     instance_id: str = args.instance_id
     name: str = args.signal_name
     payload = parse_json_option(args.payload, "--payload")
+    workflow = load_workflow(args.workflow) if args.workflow else None
 
     async def send(client: AsyncWorkflowClient) -> WorkflowStatus:
+        if workflow is not None:
+            _require_workflow_of(await client.status(instance_id), workflow)
+        # Knowing the workflow, the client refuses a name it never waits for
+        # (UnknownSignalError, listing the names it does wait for).
         await client.send_signal(instance_id, name, payload)
         return await client.status(instance_id)
 
-    status = with_client(args, send)
+    status = with_client(args, send, workflows=[workflow] if workflow is not None else [])
     say(args, f"Signal {name!r} sent to {instance_id}.")
     print_status(args, status)
     _continue_hint(args, status)
     return EXIT_OK
+
+
+def _require_workflow_of(status: WorkflowStatus, workflow: Workflow) -> None:
+    """``--workflow`` must name the instance's workflow, or it checks nothing."""
+    if status.workflow_id != workflow.workflow_id:
+        raise CliError(
+            f"instance {status.instance_id!r} is an instance of workflow "
+            f"{status.workflow_id!r}, not of {workflow.workflow_id!r} (--workflow)"
+        )
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

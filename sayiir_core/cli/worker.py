@@ -2,8 +2,10 @@
 
 The first SIGINT or SIGTERM sets the worker's stop event: running steps finish, are
 checkpointed and their claims released, so another worker continues at once instead of
-waiting for a lease to expire. A second signal stops without waiting (exit code 130);
-the interrupted steps then run again elsewhere once their lease runs out.
+waiting for a lease to expire. With ``--grace SECONDS`` steps still running that long
+after the signal are cancelled and their claims released too, so another worker runs
+them again at once. A second signal stops without waiting (exit code 130); the
+interrupted steps then run again elsewhere once their lease runs out.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         claim_ttl=args.claim_ttl,
         backend_label=redact(url),
         share_steps=args.share_steps,
+        grace=args.grace,
     )
     return run_worker(workflows, backend, options)
 
@@ -59,6 +62,8 @@ class WorkerOptions:
     claim_ttl: float
     backend_label: str
     share_steps: bool = True
+    # Seconds running steps get after a stop before they are cancelled and released.
+    grace: float | None = None
 
 
 def run_worker(workflows: Sequence[Workflow], backend: Backend, options: WorkerOptions) -> int:
@@ -93,15 +98,16 @@ async def _serve(workflows: list[Workflow], backend: Backend, options: WorkerOpt
     shutdown = _Shutdown(stop, asyncio.current_task())
     restore = _install_signal_handlers(asyncio.get_running_loop(), shutdown.request)
     logger.info(
-        "worker %s started: workflows %s; backend %s; concurrency %d; polling every %ss",
+        "worker %s started: workflows %s; backend %s; concurrency %d; polling every %ss%s",
         options.worker_id,
         ", ".join(workflow.workflow_id for workflow in workflows),
         options.backend_label,
         options.concurrency,
         options.poll_interval,
+        "" if options.grace is None else f"; shutdown grace {options.grace}s",
     )
     try:
-        await worker.run(workflows, stop=stop)
+        await worker.run(workflows, stop=stop, grace=options.grace)
     except asyncio.CancelledError:
         if not shutdown.forced:
             raise

@@ -16,7 +16,7 @@ import time
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
-from sayiir_core.backends.base import Backend, Claim, InstanceRecord
+from sayiir_core.backends.base import Backend, Claim
 from sayiir_core.backends.step_queue import ClaimedStep, StepQueue
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import BackendError, LeaseLostError
@@ -29,16 +29,17 @@ from sayiir_core.runtime.shared_steps import SharingExecutor
 from sayiir_core.runtime.step_runner import run_claimed_step
 from sayiir_core.runtime.storage_health import StorageHealth, one_line
 from sayiir_core.runtime.worker_handle import WorkerHandle
-from sayiir_core.status import Status
+from sayiir_core.runtime.worker_intake import WorkerIntake
+from sayiir_core.runtime.worker_mismatches import MismatchReporter, taking_over
+from sayiir_core.runtime.worker_release import RELEASE_WITHIN, abandon, hand_back, release_later
+from sayiir_core.telemetry.gauges import report_backend_stats
+from sayiir_core.telemetry.instances import count_takeovers
 from sayiir_core.telemetry.logs import InstanceLogger
 from sayiir_core.workflow.workflow import Workflow
 
 __all__ = ["RELEASE_WITHIN", "Worker", "WorkerHandle"]
 
 logger = logging.getLogger("sayiir.worker")
-
-# Seconds the releases after a shutdown grace may take before the leases are left to run out.
-RELEASE_WITHIN = 10.0
 
 _Of = TypeVar("_Of")  # what a running task of the worker works for
 
@@ -91,6 +92,13 @@ class Worker:
         # One line when storage is lost and one when it is back, not one per poll.
         self._storage = StorageHealth(logger, f"worker {worker_id}")
         self._paused_claims = False
+        self._intake: WorkerIntake | None = None
+
+    @property
+    def intake(self) -> WorkerIntake | None:
+        """While ``run`` runs: where a client on the same event loop hands new instances
+        straight to this worker (see ``runtime/worker_intake.py``); else ``None``."""
+        return self._intake
 
     def __repr__(self) -> str:
         return f"Worker({self.worker_id!r}, concurrency={self.concurrency})"
@@ -147,14 +155,14 @@ class Worker:
             lease_ttl=self.claim_ttl,
             on_event=self._on_event,
         )
-        await runner.open()
-        mismatches = _MismatchReporter(self.backend, self.worker_id, registry)
+        mismatches = MismatchReporter(self.backend, self.worker_id, registry)
         # Running tasks, each with the instance it works for.
         instances: dict[asyncio.Task[None], str] = {}
         steps: dict[asyncio.Task[None], ClaimedStep] = {}
         slot_freed = asyncio.Event()
         loop = asyncio.get_running_loop()
         give_up_at: float | None = None  # loop time when the grace after a stop runs out
+        gauge_counts = report_backend_stats(self.backend)  # read on this loop, for the gauges
 
         def spawn(
             tasks: dict[asyncio.Task[None], _Of],
@@ -167,17 +175,48 @@ class Worker:
             task.add_done_callback(lambda done: tasks.pop(done, None))
             task.add_done_callback(lambda _: slot_freed.set())
 
+        def free_slots() -> int:
+            if stop.is_set() or self._paused_claims:
+                return 0
+            return self.concurrency - len(instances)
+
+        def hand_over(claim: Claim) -> None:
+            instance_id = claim.instance.record.instance_id
+            if not claiming_loop_runs:  # created as this worker's run ended
+                release_later(runner, claim)
+                return
+            work = self._run_one(runner, registry, claim, stop, fresh=True)
+            spawn(instances, work, instance_id, instance_id)
+
+        intake = WorkerIntake(
+            self.worker_id,
+            self.claim_ttl,
+            definitions,
+            start=hand_over,
+            free_slots=free_slots,
+            settled=slot_freed.set,
+        )
+        # Open from the first step of run() on: a client can hand over from then.
+        self._intake = intake
+        claiming_loop_runs = True
         try:
-            while not (stop.is_set() and not instances):
+            await runner.open()
+            while not (stop.is_set() and not instances and not intake.reserved):
+                if stop.is_set():
+                    intake.close()
                 if stop.is_set() and grace is not None:
                     give_up_at = give_up_at if give_up_at is not None else loop.time() + grace
                     if loop.time() >= give_up_at:
                         break
-                free = 0 if stop.is_set() else self.concurrency - len(instances)
+                free = 0 if stop.is_set() else self.concurrency - len(instances) - intake.reserved
                 if free > 0 and self._threads_stuck(local):
                     free = 0  # a new instance's sync steps would only queue behind hung ones
                 free_steps = self.concurrency - len(steps) if queue is not None else 0
-                claims = await self._claim(definitions, free) if free > 0 else []
+                intake.claim_starts(max(free, 0))
+                try:
+                    claims = await self._claim(definitions, free) if free > 0 else []
+                finally:
+                    intake.claim_ends()
                 for claim in claims:
                     instance_id = claim.instance.record.instance_id
                     work = self._run_one(runner, registry, claim, stop)
@@ -198,13 +237,19 @@ class Worker:
                 if free > len(claims):  # idle slots: say which instances it will not run
                     await mismatches.report_now_and_then()
                 slot_freed.clear()
+                # A slot freed only matters when slots held claims back (or to see the
+                # last instance end while stopping): with slots free, looking again at
+                # every finish would cost two statements each.
+                steps_full = queue is not None and free_steps <= 0
+                slots_held_back = stop.is_set() or free <= 0 or steps_full
                 await self._idle(
                     stop,
-                    slot_freed,
+                    slot_freed if slots_held_back else None,
                     wait_for_work=free > len(claims) or free_steps > len(shared),
                     until=give_up_at,
                 )
             # Left: shared steps run for other instances, or all, if the grace ran out.
+            claiming_loop_runs = False
             pending = {*instances, *steps}
             if grace is not None and give_up_at is None:
                 give_up_at = loop.time() + grace
@@ -212,13 +257,20 @@ class Worker:
             if pending and left != 0.0:
                 _, pending = await asyncio.wait(pending, timeout=left)
             if pending:
-                await self._abandon(
+                await abandon(
+                    self.worker_id,
+                    self.backend,
                     runner,
                     queue,
                     {task: of for task, of in instances.items() if task in pending},
                     {task: of for task, of in steps.items() if task in pending},
                 )
         finally:
+            claiming_loop_runs = False
+            intake.close()
+            if self._intake is intake:
+                self._intake = None
+            gauge_counts.stop()
             for task in (*instances, *steps):
                 task.cancel()
             if self._executor is None:
@@ -298,6 +350,7 @@ class Worker:
             self._storage.failed(error)
             return []
         self._storage.worked()
+        count_takeovers(claims)
         for claim in claims:
             record = claim.instance.record
             InstanceLogger(logger, record.instance_id, workflow_id=record.workflow_id).info(
@@ -311,16 +364,19 @@ class Worker:
     async def _idle(
         self,
         stop: asyncio.Event,
-        slot_freed: asyncio.Event,
+        slot_freed: asyncio.Event | None,
         *,
         wait_for_work: bool,
         until: float | None,
     ) -> None:
         """Wait for a stop, a free slot, or (with slots free) new work or the poll interval.
 
+        ``slot_freed``: ``None`` when a slot freed is no reason to look again.
         ``until`` (loop time): the end of the grace after a stop, when waiting ends too.
         """
-        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(slot_freed.wait())]
+        waiters: list[asyncio.Future[Any]] = []
+        if slot_freed is not None:
+            waiters.append(asyncio.ensure_future(slot_freed.wait()))
         if not stop.is_set():  # once stopping, only the last instances' steps matter
             waiters.append(asyncio.ensure_future(stop.wait()))
         if wait_for_work:
@@ -336,57 +392,6 @@ class Worker:
                 error = None if not waiter.done() or waiter.cancelled() else waiter.exception()
                 if error is not None:  # wait_for_work failed: retrieved, reported once
                     self._storage.failed(error)
-
-    async def _abandon(
-        self,
-        runner: DurableRunner,
-        queue: StepQueue | None,
-        instances: dict[asyncio.Task[None], str],
-        steps: dict[asyncio.Task[None], ClaimedStep],
-    ) -> None:
-        """Cancel what still runs after the grace; release its claims for others at once."""
-        logger.warning(
-            "worker %s: %d instance(s) and %d shared step(s) still running when the "
-            "shutdown grace ran out; cancelling them and releasing their claims (they run "
-            "again on another worker)",
-            self.worker_id,
-            len(instances),
-            len(steps),
-        )
-        for task in (*instances, *steps):
-            task.cancel()
-        await asyncio.gather(*instances, *steps, return_exceptions=True)
-        try:
-            # Storage that does not answer must not hold the shutdown up: the leases
-            # then run out as after a crash.
-            async with asyncio.timeout(RELEASE_WITHIN):
-                for instance_id in instances.values():
-                    await self._release_instance(runner, instance_id)
-                if queue is not None:
-                    for step in steps.values():
-                        await self._release_step(queue, step)
-        except Exception as error:  # TimeoutError included
-            logger.warning(
-                "worker %s: releasing the claims of cancelled work failed (%s); they are "
-                "taken over once their leases expire",
-                self.worker_id,
-                one_line(safe_str(error)) or type(error).__name__,
-            )
-
-    async def _release_instance(self, runner: DurableRunner, instance_id: str) -> None:
-        # Read back: the instance may have parked (owner gone) or been claimed again
-        # under a new token while it ran here; release only a claim this worker holds.
-        record = await self.backend.get_record(instance_id)
-        if record is not None and record.owner == self.worker_id:
-            await runner.release(instance_id, record.claim_token)
-            InstanceLogger(logger, instance_id).info(
-                "[%s] released by worker %s on shutdown", instance_id, self.worker_id
-            )
-
-    async def _release_step(self, queue: StepQueue, step: ClaimedStep) -> None:
-        # A lease renewed for 0 s ends now: the step is claimable again at once, and the
-        # token stays fenced (the next claim bumps it).
-        await queue.renew_step(step.ticket.ref, step.token, 0.0, time.time())
 
     async def _run_after(
         self,
@@ -424,12 +429,16 @@ class Worker:
         registry: dict[str, Workflow],
         claim: Claim,
         stop: asyncio.Event,
+        *,
+        fresh: bool = False,
     ) -> None:
+        """Run one claimed instance; ``fresh``: handed over as it was created (intake)."""
         record = claim.instance.record
         workflow = registry[record.workflow_id]
         try:
             check_definition(workflow, record, allow_change=False)
-            with _taking_over(runner.executor, record):
+            # A fresh instance is stored "running" yet never ran anywhere: no takeover.
+            with contextlib.nullcontext() if fresh else taking_over(runner.executor, record):
                 await runner.run_claimed(workflow, claim, self._park, stop=stop)
         except LeaseLostError as error:
             logger.warning("worker %s: %s", self.worker_id, error)
@@ -440,99 +449,16 @@ class Worker:
                 self.worker_id,
                 one_line(safe_str(error)),
             )
-            await self._hand_back(runner, claim, stop)
+            await hand_back(
+                runner, claim, stop, claim_ttl=self.claim_ttl, poll_interval=self.poll_interval
+            )
         except Exception:
             InstanceLogger(logger, record.instance_id, workflow_id=record.workflow_id).exception(
                 "worker %s: instance %r stopped with an error", self.worker_id, record.instance_id
             )
-
-    async def _hand_back(self, runner: DurableRunner, claim: Claim, stop: asyncio.Event) -> None:
-        """Release the claim once storage answers again, so any worker can go on at once.
-
-        Without this the instance would wait for its lease (``claim_ttl``) to run out.
-        Gives up when the lease would have expired anyway, or on stop.
-        """
-        instance_id = claim.instance.record.instance_id
-        deadline = time.monotonic() + self.claim_ttl
-        pause = min(0.5, self.poll_interval)
-        while time.monotonic() < deadline and not stop.is_set():
-            try:
-                await runner.release(instance_id, claim.token)
-            except BackendError:
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
-                continue
-            InstanceLogger(logger, instance_id).info(
-                "[%s] handed back after a storage failure", instance_id
-            )
-            return
 
 
 def _check_grace(grace: float | None) -> None:
     # Written as "not ok" so that NaN is refused too.
     if grace is not None and not grace >= 0:
         raise ValueError(f"grace must be >= 0 seconds or None, got {grace!r}")
-
-
-class _MismatchReporter:
-    """Logs, once per instance, the instances this worker leaves alone for their definition.
-
-    ``claim_next`` only hands out instances started by the definitions this worker
-    serves; one started by an older (or newer) definition of the same workflow would
-    otherwise wait without a word. Looked for at most every ``EVERY`` seconds, on the
-    newest ``PAGE`` instances of each workflow, while the worker has free slots.
-    """
-
-    EVERY = 30.0
-    PAGE = 200
-
-    def __init__(self, backend: Backend, worker_id: str, registry: dict[str, Workflow]) -> None:
-        self._backend = backend
-        self._worker_id = worker_id
-        self._registry = registry
-        self._reported: set[str] = set()
-        self._next_at = 0.0
-
-    async def report_now_and_then(self) -> None:
-        now = time.monotonic()
-        if now < self._next_at:
-            return
-        self._next_at = now + self.EVERY
-        for workflow_id, workflow in self._registry.items():
-            try:
-                page = await self._backend.list_instances(workflow_id=workflow_id, limit=self.PAGE)
-            except Exception as error:  # the claim loop reports storage trouble already
-                logger.debug("worker %s: listing instances failed: %s", self._worker_id, error)
-                return
-            for record in page.items:
-                if (
-                    record.definition_hash == workflow.definition_hash
-                    or record.status.is_terminal
-                    or record.instance_id in self._reported
-                ):
-                    continue
-                self._reported.add(record.instance_id)
-                logger.warning(
-                    "[%s] not run by worker %s: started by another definition of workflow "
-                    "%r (hash %s, this worker serves %s). A worker with that definition "
-                    "runs it; or resume it under this one with resume_workflow(..., "
-                    "allow_definition_change=True)",
-                    record.instance_id,
-                    self._worker_id,
-                    workflow_id,
-                    record.definition_hash[:12],
-                    workflow.definition_hash[:12],
-                )
-
-
-def _taking_over(
-    executor: Executor, record: InstanceRecord
-) -> contextlib.AbstractContextManager[None]:
-    """Route the steps of an instance another owner was running through the step queue.
-
-    Only ``running`` instances can have shared steps in flight: a pending one never ran,
-    and a parked or paused one waited for its running steps before it parked.
-    """
-    if isinstance(executor, SharingExecutor) and record.status is Status.RUNNING:
-        return executor.taking_over(record.instance_id)
-    return contextlib.nullcontext()

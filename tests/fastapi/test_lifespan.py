@@ -34,7 +34,7 @@ async def test_workers_run_what_an_endpoint_submits(
     async with LifespanManager(app) as manager, await _http(manager.app) as http:
         response = await http.post("/orders", json={"id": 7, "amount": 12.5})
         assert response.status_code == 201, response.text
-        assert response.json() == {"instance_id": "order-7", "status": "in_progress"}
+        assert response.json() == {"instance_id": "order-7", "status": "running"}
         output = await sayiir.client.result("order-7", timeout=30)
     assert output == "order 7 shipped"
 
@@ -121,7 +121,7 @@ async def test_it_composes_with_the_apps_own_lifespan(
 
     async with LifespanManager(app) as manager, await _http(manager.app) as http:
         response = await http.get("/both")
-        assert response.json() == {"greeting": "hello", "status": "in_progress"}
+        assert response.json() == {"greeting": "hello", "status": "running"}
         assert await sayiir.client.result("composed", timeout=30) == "order 3 shipped"
     assert steps == [
         "app startup",

@@ -8,6 +8,7 @@ from types import ModuleType
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from sayiir_fastapi import Sayiir
@@ -59,9 +60,38 @@ async def test_submit_creates_an_instance(http: httpx.AsyncClient, served: Any) 
     body = response.json()
     assert body["instance_id"] == "o-1"
     assert body["workflow_id"] == "checkout"
-    assert body["status"] == "in_progress"
+    # The in-process worker had a free slot: the instance was stored claimed by it.
+    assert body["status"] == "running"
     assert response.headers["location"] == "http://app/sayiir/instances/o-1"
     assert await sayiir.client.result("o-1", timeout=30) == "order 1 shipped"
+
+
+@pytest.mark.parametrize("instance_id", ["plain", "with space", "ünï%20cødé", "a?b#c"])
+async def test_the_location_is_what_url_for_gives(
+    make_sayiir: Callable[..., Sayiir], test_apps: ModuleType, instance_id: str
+) -> None:
+    # The path is looked up once per app; it must still match url_for for any id, also
+    # with the app mounted under a root path, and on a second app with another prefix.
+    sayiir = make_sayiir(workers=0)
+    inner = test_apps.make_app(sayiir)
+    outer = FastAPI()
+    outer.mount("/api", inner)
+    async with sayiir.lifespan(inner):
+        for app, base in ((inner, "http://app"), (outer, "http://app/api")):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+                prefix = "/api" if app is outer else ""
+                for attempt in range(2):
+                    key = f"{instance_id}-{prefix.strip('/')}-{attempt}"
+                    response = await http.post(
+                        f"{prefix}/sayiir/workflows/checkout/instances",
+                        json={"instance_id": key, "input": ORDER},
+                    )
+                    assert response.status_code == 201, response.text
+                    expected = inner.url_path_for("sayiir_instance", instance_id=key)
+                    assert response.headers["location"] == str(
+                        expected.make_absolute_url(base_url=base + "/")
+                    )
 
 
 async def test_submit_without_an_id_makes_one(http: httpx.AsyncClient) -> None:

@@ -199,6 +199,42 @@ def test_parked_run_then_signal_then_resume_completes(
     assert 'output    {"ok": true}' in out
 
 
+def test_signal_with_its_workflow_refuses_a_name_it_never_waits_for(
+    flows: str, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"{flows}:approval"
+    assert main(["run", target, "--input", "2", "--instance-id", "a-3", "--db", db]) == 0
+    capsys.readouterr()
+
+    assert main(["signal", "a-3", "aprove", "--workflow", target, "--db", db]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "'aprove'" in err
+    assert "'approve'" in err  # the names it does wait for
+    kinds = [event["kind"] for event in run_json(capsys, "history", "a-3", "--db", db)["events"]]
+    assert "signal_sent" not in kinds  # refused before anything was written
+
+    argv = ["signal", "a-3", "approve", "--payload", "true", "--workflow", target, "--db", db]
+    assert main(argv) == 0
+    assert "Signal 'approve' sent to a-3." in capsys.readouterr().out
+
+
+def test_signal_workflow_must_be_the_instances(
+    flows: str, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["run", f"{flows}:approval", "--input", "1", "--instance-id", "a-4", "--db", db]) == 0
+    )
+    capsys.readouterr()
+    argv = ["signal", "a-4", "approve", "--workflow", f"{flows}:greet", "--db", db]
+    assert main(argv) == 1
+    assert capsys.readouterr().err == (
+        "error: instance 'a-4' is an instance of workflow 'approval', not of 'greet' (--workflow)\n"
+    )
+    assert main(["signal", "a-4", "approve", "--workflow", f"{flows}:nope", "--db", db]) == 1
+    assert "has no attribute 'nope'" in capsys.readouterr().err
+
+
 def test_parked_run_with_json_keeps_hints_off_stdout(
     flows: str, db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -537,10 +573,12 @@ def _python_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
 
 
-def _start_worker(flows: str, db: str, cwd: Path, *targets: str) -> subprocess.Popen[str]:
+def _start_worker(
+    flows: str, db: str, cwd: Path, *targets: str, options: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "sayiir_core.cli", "worker"]
     argv += [f"{flows}:{target}" for target in targets]
-    argv += ["--db", db, "--poll-interval", "0.05", "--id", "test-worker"]
+    argv += ["--db", db, "--poll-interval", "0.05", "--id", "test-worker", *options]
     return subprocess.Popen(
         argv,
         cwd=cwd,
@@ -652,6 +690,35 @@ def test_sigterm_lets_the_running_step_finish_and_checkpoint(
     assert completed == ["slow"]  # finished and checkpointed; add_one never started
     status = run_json(capsys, "resume", target, "s-1", "--db", db)
     assert status["output"] == 6
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be sent gracefully on Windows")
+def test_sigterm_with_no_grace_releases_the_running_step_at_once(
+    flows: str, db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"{flows}:sluggish"
+    assert main(["submit", target, "--input", "5", "--instance-id", "s-2", "--db", db]) == 0
+    worker = _start_worker(flows, db, tmp_path, "sluggish", options=("--grace", "0"))
+    _wait_until((tmp_path / "slow-started").exists, worker)
+    err = _stop(worker)  # while `slow` sleeps: it is not waited for
+
+    assert worker.returncode == 0, err
+    assert "shutdown grace 0.0s" in err
+    assert "still running when the shutdown grace ran out" in err
+    assert "[s-2] released by worker test-worker on shutdown" in err
+    events = run_json(capsys, "history", "s-2", "--db", db)["events"]
+    assert not [event for event in events if event["kind"] == "task_completed"]
+    # Released, not left to its lease (300 s): it runs again from the start here.
+    status = run_json(capsys, "resume", target, "s-2", "--db", db)
+    assert status["output"] == 6
+
+
+@pytest.mark.parametrize("grace", ["-1", "nan", "inf", "soon"])
+def test_worker_grace_must_be_seconds(
+    grace: str, flows: str, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["worker", f"{flows}:greet", "--grace", grace, "--db", db]) == 2
+    assert "--grace" in capsys.readouterr().err
 
 
 def test_python_m_reports_errors_without_a_traceback(flows: str, db: str, tmp_path: Path) -> None:

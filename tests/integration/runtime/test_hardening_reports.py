@@ -11,7 +11,7 @@ from postgres_service import WireProxy
 
 from sayiir_core import Backend, Flow, WaitTimeoutError, Worker, WorkflowClient, task
 from sayiir_core.backends.postgres import PostgresBackend
-from sayiir_core.runtime import worker as worker_module
+from sayiir_core.runtime.worker_mismatches import MismatchReporter
 
 from .conftest import HandleStarter
 from .helpers import wait_until
@@ -31,7 +31,7 @@ def test_a_worker_names_once_each_instance_of_another_definition(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_module._MismatchReporter, "EVERY", 0.05)
+    monkeypatch.setattr(MismatchReporter, "EVERY", 0.05)
     old, new = _definition(10).build(), _definition(20).build()
     assert old.definition_hash != new.definition_hash
     client = WorkflowClient(durable_backend)
