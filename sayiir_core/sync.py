@@ -14,7 +14,7 @@ from sayiir_core.backends.memory import InMemoryBackend
 from sayiir_core.runtime.checks import require_backend
 from sayiir_core.runtime.control import InstanceControl
 from sayiir_core.runtime.convert import error_for, result_or_raise
-from sayiir_core.runtime.durable_runner import DurableRunner
+from sayiir_core.runtime.durable_runner import DurableRunner, default_owner_id
 from sayiir_core.runtime.executor import LocalExecutor
 from sayiir_core.runtime.history import EventListener
 from sayiir_core.runtime.in_memory import in_memory_instance_id, run_in_memory
@@ -25,23 +25,41 @@ from sayiir_core.workflow.workflow import Workflow
 
 _executor_lock = threading.Lock()
 _shared_executor: LocalExecutor | None = None
+# The claim owner of every durable run these functions start in this process: naming it
+# costs a hostname and a random draw, more than a short run's own bookkeeping.
+_process_owner_id: str | None = None
 
 
 def _executor() -> LocalExecutor:
     """The thread pool for sync tasks of the runs these functions start."""
     global _shared_executor
+    executor = _shared_executor
+    if executor is not None:  # the common case, without the lock
+        return executor
     with _executor_lock:
         if _shared_executor is None:
             _shared_executor = LocalExecutor()
         return _shared_executor
 
 
+def _owner_id() -> str:
+    """This process's claim owner for the runs started here (a forked child gets its own)."""
+    global _process_owner_id
+    if _process_owner_id is None:
+        with _executor_lock:
+            if _process_owner_id is None:
+                _process_owner_id = default_owner_id()
+    return _process_owner_id
+
+
 def _forget_executor_in_child() -> None:
-    # A forked child starts its own (the parent's pool threads are not in it), and the
-    # lock may have been held by a parent thread at the fork.
-    global _executor_lock, _shared_executor
+    # A forked child starts its own (the parent's pool threads are not in it), names its
+    # own claim owner (the parent's id has the parent's pid), and the lock may have been
+    # held by a parent thread at the fork.
+    global _executor_lock, _shared_executor, _process_owner_id
     _executor_lock = threading.Lock()
     _shared_executor = None
+    _process_owner_id = None
 
 
 os.register_at_fork(after_in_child=_forget_executor_in_child)
@@ -53,7 +71,11 @@ def _runner(
     on_event: EventListener | None = None,
 ) -> DurableRunner:
     return DurableRunner(
-        backend, executor=_executor(), conflict_policy=conflict_policy, on_event=on_event
+        backend,
+        executor=_executor(),
+        conflict_policy=conflict_policy,
+        owner_id=_owner_id(),
+        on_event=on_event,
     )
 
 
