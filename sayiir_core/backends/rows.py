@@ -7,6 +7,7 @@ backends outside the core (``sayiir_django``) that keep the same columns.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,6 +42,10 @@ RECORD_COLUMNS = (
     "lease_until",
     "priority",
 )
+# The row converters here and rules.committed_record spell out every field: a field
+# added to InstanceRecord must be added to them (and to the schemas) too.
+if tuple(f.name for f in dataclasses.fields(InstanceRecord)) != RECORD_COLUMNS:  # pragma: no cover
+    raise ImportError("InstanceRecord changed: update RECORD_COLUMNS, committed_record, schemas")
 
 
 def record_from_row(row: Sequence[Any]) -> InstanceRecord:
@@ -124,7 +129,7 @@ def event_from_row(row: Sequence[Any]) -> HistoryEvent:
     )
 
 
-def to_json(value: Mapping[str, Any], what: str) -> str:
+def to_json(value: Mapping[str, Any] | Sequence[Any], what: str) -> str:
     try:
         return orjson.dumps(value, default=_plain_mapping).decode()
     except TypeError as exc:

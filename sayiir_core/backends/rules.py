@@ -115,31 +115,6 @@ def committed_record(record: InstanceRecord, write: StepWrite) -> InstanceRecord
     )
 
 
-_RECORD_FIELDS = [
-    "instance_id",
-    "workflow_id",
-    "definition_hash",
-    "status",
-    "input",
-    "created_at",
-    "updated_at",
-    "output",
-    "error",
-    "control",
-    "wake_at",
-    "reason",
-    "cancelled_by",
-    "paused_by",
-    "control_request",
-    "owner",
-    "claim_token",
-    "lease_until",
-    "priority",
-]
-if [f.name for f in dataclasses.fields(InstanceRecord)] != _RECORD_FIELDS:  # pragma: no cover
-    raise ImportError("InstanceRecord changed: update committed_record and _RECORD_FIELDS")
-
-
 def apply_control_request(
     record: InstanceRecord,
     request: ControlRequest,
