@@ -26,6 +26,10 @@ _FINAL_KINDS = {
 }
 
 
+# A tuple made once: ``A | B`` in the call would build a union object on every event.
+_STEP_EVENTS = (TaskCompleted, TaskFailed)
+
+
 def transition_events(
     before: Snapshot,
     after: Snapshot,
@@ -38,7 +42,7 @@ def transition_events(
     now: float,
 ) -> list[HistoryEvent]:
     events: list[HistoryEvent] = []
-    if isinstance(event, TaskCompleted | TaskFailed) and outcome is not None:
+    if isinstance(event, _STEP_EVENTS) and outcome is not None:
         ran_on = outcome.worker_id or worker_id
         events.append(HistoryEvent("task_started", outcome.started_at, event.key, attempt, ran_on))
         events.extend(_outcome_events(after, event, outcome, attempt, ran_on))

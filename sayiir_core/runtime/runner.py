@@ -516,5 +516,9 @@ def _changed(before: Snapshot, after: Snapshot) -> bool:
     )
 
 
+# A tuple made once: ``A | B`` in the call would build a union object on every event.
+_KEYED_EVENTS = (TaskCompleted, TaskFailed, SignalReceived)
+
+
 def _event_key(event: Event) -> str | None:
-    return event.key if isinstance(event, TaskCompleted | TaskFailed | SignalReceived) else None
+    return event.key if isinstance(event, _KEYED_EVENTS) else None

@@ -35,8 +35,8 @@ from sayiir_core.backends.base import (
     StepWrite,
 )
 from sayiir_core.backends.notify import FinishWatch
+from sayiir_core.backends.postgres import convert, stats
 from sayiir_core.backends.postgres import statements as sql
-from sayiir_core.backends.postgres import stats
 from sayiir_core.backends.postgres.address import split_schema_option
 from sayiir_core.backends.postgres.control import PostgresControl, read_record
 from sayiir_core.backends.postgres.listen import FinishListener, WorkListener
@@ -44,6 +44,7 @@ from sayiir_core.backends.postgres.options import PoolOptions
 from sayiir_core.backends.postgres.schema import check_schema_name, migrate_pool
 from sayiir_core.backends.postgres.session import Attempt, Done, Session
 from sayiir_core.backends.postgres.step_queue import PostgresStepQueue, ticket_columns
+from sayiir_core.backends.rows import event_from_row, record_from_row
 from sayiir_core.backends.rules import (
     decode_cursor,
     encode_cursor,
@@ -240,8 +241,8 @@ class PostgresBackend(OpensAndCloses):
             row = await conn.fetchrow(self._sql.load, instance_id)
             if row is None:
                 return None
-            record = sql.record_from_row(tuple(row)[: sql.RECORD_WIDTH])
-            checkpoints = sql.checkpoints_from(row["keys"], row["payloads"])
+            record = record_from_row(tuple(row)[: sql.RECORD_WIDTH])
+            checkpoints = convert.checkpoints_from(row["keys"], row["payloads"])
             return LoadedInstance(record, checkpoints)
 
         return await self._session.run("load", body, idempotent=True)
@@ -315,7 +316,7 @@ class PostgresBackend(OpensAndCloses):
         if not rows:
             return []
         ids = [row["instance_id"] for row in rows]
-        return sql.claims_from(rows, await conn.fetch(self._sql.checkpoints_of, ids))
+        return convert.claims_from(rows, await conn.fetch(self._sql.checkpoints_of, ids))
 
     async def renew(self, instance_id: str, token: int, ttl: float, now: float) -> bool:
         async def body(conn: Conn, attempt: Attempt) -> bool:
@@ -353,7 +354,7 @@ class PostgresBackend(OpensAndCloses):
         # whether this commit was applied (checkpoint keys cannot tell for a step
         # without checkpoints, nor updated_at on a coarse clock).
         commit_id = secrets.randbits(63)
-        params = sql.commit_params(
+        params = convert.commit_params(
             instance_id, token, write, commit_id, self._sql.channel, self._sql.done_channel
         )
         params.extend(extra)
@@ -370,16 +371,16 @@ class PostgresBackend(OpensAndCloses):
                 ) from None
             if not rows:
                 raise await self._refused(conn, instance_id, token)
-            return sql.control_request(rows[0]["control_request"])
+            return convert.control_request(rows[0]["control_request"])
 
         async def resolve(conn: Conn) -> Done[ControlRequest | None] | None:
             row = await conn.fetchrow(self._sql.commit_outcome, instance_id)
             if row is None:
                 raise missing(instance_id)
             if row["last_commit"] == commit_id:
-                return Done(sql.control_request(row["control_request"]))
+                return Done(convert.control_request(row["control_request"]))
             if row["claim_token"] != token or row["owner"] is None:
-                raise sql.lease_lost(instance_id, token, row["claim_token"])
+                raise convert.lease_lost(instance_id, token, row["claim_token"])
             return None  # not applied, and the claim is still ours: send it again
 
         return await self._session.run(label, body, resolve=resolve)
@@ -436,7 +437,7 @@ class PostgresBackend(OpensAndCloses):
         rows = await self._session.run("list_instances", body, idempotent=True)
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1][0]) if len(rows) > limit else None
-        return InstancePage([sql.record_from_row(tuple(row)[1:]) for row in page], next_cursor)
+        return InstancePage([record_from_row(tuple(row)[1:]) for row in page], next_cursor)
 
     async def history(self, instance_id: str) -> list[HistoryEvent]:
         async def body(conn: Conn, _: Attempt) -> list[HistoryEvent]:
@@ -444,7 +445,7 @@ class PostgresBackend(OpensAndCloses):
             # Every instance has a "started" event, so no rows usually means no instance.
             if not rows and await conn.fetchval(self._sql.instance_exists, instance_id) is None:
                 raise missing(instance_id)
-            return [sql.event_from_row(tuple(row)) for row in rows]
+            return [event_from_row(tuple(row)) for row in rows]
 
         return await self._session.run("history", body, idempotent=True)
 
@@ -524,19 +525,19 @@ class PostgresBackend(OpensAndCloses):
         await migrate_pool(pool, self._schema, self._session)
 
     def _check_size(self, payload: bytes, what: str) -> None:
-        sql.check_size(payload, self._max_payload, what)
+        convert.check_size(payload, self._max_payload, what)
 
     def _insert(
         self, record: InstanceRecord, history_seq: int, events: Sequence[HistoryEvent]
     ) -> list[Any]:
-        return sql.insert_params(record, history_seq, events, self._sql.channel)
+        return convert.insert_params(record, history_seq, events, self._sql.channel)
 
     async def _refused(self, conn: Conn, instance_id: str, token: int) -> Exception:
         """Why a fenced write matched no row: no such instance, or the claim moved on."""
         current = await conn.fetchval(self._sql.select_token, instance_id)
         if current is None:
             return missing(instance_id)
-        return sql.lease_lost(instance_id, token, current)
+        return convert.lease_lost(instance_id, token, current)
 
     # -- BackendStats (see backends/stats.py): one statement each -----------------------
 

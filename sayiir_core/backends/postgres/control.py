@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sayiir_core.backends.base import ControlRequest, InstanceRecord, NewInstance
+from sayiir_core.backends.postgres import convert
 from sayiir_core.backends.postgres import statements as sql
 from sayiir_core.backends.postgres.session import Attempt, Session
-from sayiir_core.backends.postgres.statements import check_size
 from sayiir_core.backends.postgres.step_queue import StepStatements
+from sayiir_core.backends.rows import record_from_row
 from sayiir_core.backends.rules import (
     MAX_BUFFERED_SIGNALS,
     apply_control_request,
@@ -36,7 +37,7 @@ async def read_record(
     conn: Conn, statements: sql.Statements, instance_id: str
 ) -> InstanceRecord | None:
     row = await conn.fetchrow(statements.select_record, instance_id)
-    return sql.record_from_row(tuple(row)) if row is not None else None
+    return record_from_row(tuple(row)) if row is not None else None
 
 
 async def lock_record(conn: Conn, statements: sql.Statements, instance_id: str) -> InstanceRecord:
@@ -44,7 +45,7 @@ async def lock_record(conn: Conn, statements: sql.Statements, instance_id: str) 
     row = await conn.fetchrow(statements.lock_record, instance_id)
     if row is None:
         raise missing(instance_id)
-    return sql.record_from_row(tuple(row))
+    return record_from_row(tuple(row))
 
 
 class PostgresControl:
@@ -70,7 +71,7 @@ class PostgresControl:
             row = await conn.fetchrow(self._sql.lock_record, new.instance_id)
             if row is None:
                 return None
-            existing = sql.record_from_row(tuple(row))
+            existing = record_from_row(tuple(row))
             record, started = new_record(new, replaces=existing)
             # Delete and re-insert rather than update: the new row gets a new seq, so it
             # lists as the newest instance, like any other fresh submission.
@@ -80,7 +81,7 @@ class PostgresControl:
             events = [terminated_record(new.now), started]
             await conn.execute(
                 self._sql.insert_record,
-                *sql.insert_params(record, history_seq, events, self._sql.channel),
+                *convert.insert_params(record, history_seq, events, self._sql.channel),
             )
         return record
 
@@ -98,7 +99,7 @@ class PostgresControl:
                 updated, events = apply_control_request(record, request, reason, by, now)
                 if updated != record or events:
                     await conn.execute(
-                        self._sql.save_record, *sql.save_params(updated, events, None)
+                        self._sql.save_record, *convert.save_params(updated, events, None)
                     )
                 if updated.status.is_terminal:  # cancelled at once: nobody checkpoints
                     await conn.execute(self._steps_sql.delete_of_instance, instance_id)
@@ -113,16 +114,18 @@ class PostgresControl:
                 record = await lock_record(conn, self._sql, instance_id)
                 updated, events = apply_unpause(record, now)
                 wake = self._sql.channel if updated.status is Status.PENDING else None
-                await conn.execute(self._sql.save_record, *sql.save_params(updated, events, wake))
+                await conn.execute(
+                    self._sql.save_record, *convert.save_params(updated, events, wake)
+                )
             return updated
 
         return await self._session.run("unpause", body)
 
     async def send_signal(self, instance_id: str, name: str, payload: bytes, now: float) -> None:
-        check_size(
+        convert.check_size(
             payload, self._max_payload, f"signal {name!r} for workflow instance {instance_id!r}"
         )
-        detail = sql.signal_detail(name)
+        detail = convert.signal_detail(name)
         args = (instance_id, name, payload, now, detail, self._sql.channel, MAX_BUFFERED_SIGNALS)
 
         # One statement counts the buffered signals and inserts (one round trip), but
@@ -155,7 +158,7 @@ class PostgresControl:
                         self._sql.delete_checkpoints_from, instance_id, written[keep]["seq"]
                     )
                 await conn.execute(self._steps_sql.delete_of_instance, instance_id)
-                params = sql.save_params(updated, [event], self._sql.channel)
+                params = convert.save_params(updated, [event], self._sql.channel)
                 await conn.execute(self._sql.save_record, *params)
             return updated
 

@@ -1,60 +1,26 @@
-"""SQL statements and parameter/row conversion for ``PostgresBackend``.
+"""SQL statements of ``PostgresBackend``, built once per schema.
 
 Statements are built once per backend with the schema name spliced in (a validated,
 quoted identifier; every value is a ``$n`` parameter). asyncpg prepares each distinct
 statement text once per connection and reuses it, so a hot statement costs one round
-trip. Rows are converted with the SQLite backend's helpers: both select the same
-columns in the same order, and asyncpg returns ``json`` as text like SQLite does.
-"""
+trip. Their parameters and rows are converted in ``convert.py``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from sayiir_core.backends.base import (
-    Claim,
     ControlRequest,
-    HistoryEvent,
-    InstanceRecord,
-    LoadedInstance,
-    StepWrite,
 )
 from sayiir_core.backends.postgres.schema import quote
 from sayiir_core.backends.rows import (
     RECORD_COLUMNS,
-    commit_effects,
-    event_from_row,
-    record_from_row,
-    to_json,
 )
-from sayiir_core.errors import LeaseLostError, PayloadTooLargeError
-from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.status import Status
 
-__all__ = [
-    "FINISHED_SQL",
-    "RECORD_COLUMNS",
-    "RECORD_WIDTH",
-    "Statements",
-    "check_size",
-    "checkpoints_from",
-    "claims_from",
-    "commit_params",
-    "control_request",
-    "event_arrays",
-    "event_from_row",
-    "insert_params",
-    "lease_lost",
-    "record_from_row",
-    "record_values",
-    "save_params",
-    "signal_detail",
-]
+__all__ = ["FINISHED_SQL", "MUTABLE_COLUMNS", "RECORD_COLUMNS", "RECORD_WIDTH", "Statements"]
 
 RECORD_WIDTH = len(RECORD_COLUMNS)
 _COLUMNS = ", ".join(RECORD_COLUMNS)
-_MUTABLE = [c for c in RECORD_COLUMNS if c not in ("instance_id", "input", "created_at")]
+MUTABLE_COLUMNS = [c for c in RECORD_COLUMNS if c not in ("instance_id", "input", "created_at")]
 _TYPES = {
     "input": "bytea",
     "output": "bytea",
@@ -86,19 +52,20 @@ def _param(index: int, column: str) -> str:
     return f"${index}::{_TYPES.get(column, 'text')}"
 
 
-# History events travel as one array per field ($k .. $k+5) and are unnested in SQL, so
-# any number of events costs no extra round trip. seq continues from history_seq, which
-# the same statement bumped while holding the instance's row lock.
-def _insert_events(table: str, first: int, source: str) -> str:
-    k = first
+# History events travel as one JSON array ($k, see ``events_json``) and are expanded in
+# SQL, so any number of events costs no extra round trip. One JSON text is much cheaper
+# for the driver to send than six parallel arrays (asyncpg encodes an array element by
+# element). seq continues from history_seq, which the same statement bumped while
+# holding the instance's row lock.
+def _insert_events(table: str, k: int, source: str) -> str:
     return f"""
     INSERT INTO {table}.sayiir_history
         (instance_id, seq, kind, at, step_key, attempt, worker_id, detail)
-    SELECT src.instance_id, src.history_seq - cardinality(${k}::text[]) + e.n,
-           e.kind, e.at, e.step_key, e.attempt, e.worker_id, e.detail
+    SELECT src.instance_id, src.history_seq - json_array_length(${k}::json) + e.n,
+           e.kind, e.at, e.step_key, e.attempt, e.worker_id, e.detail::json
     FROM {source} AS src,
-         unnest(${k}::text[], ${k + 1}::float8[], ${k + 2}::text[], ${k + 3}::int4[],
-                ${k + 4}::text[], ${k + 5}::json[])
+         ROWS FROM (json_to_recordset(${k}::json) AS (kind text, at float8, step_key text,
+                    attempt int4, worker_id text, detail text))
              WITH ORDINALITY AS e(kind, at, step_key, attempt, worker_id, detail, n)
     """
 
@@ -135,12 +102,12 @@ class Statements:
         self.insert_record = f"""
             WITH ins AS (
                 INSERT INTO {t}.sayiir_instances ({_COLUMNS}, history_seq)
-                VALUES ({values}, ${n_record + 1}::int4 + cardinality(${n_record + 2}::text[]))
+                VALUES ({values}, ${n_record + 1}::int4 + json_array_length(${n_record + 2}::json))
                 ON CONFLICT (instance_id) DO NOTHING
                 RETURNING instance_id, status, history_seq
             ), events AS ({_insert_events(t, n_record + 2, "ins")})
             SELECT CASE WHEN status = '{Status.PENDING.value}'
-                        THEN pg_notify(${n_record + 8}::text, '') END AS notified
+                        THEN pg_notify(${n_record + 3}::text, '') END AS notified
             FROM ins
         """
         self.delete_instance = (
@@ -150,16 +117,16 @@ class Statements:
         self.delete_signals = f"DELETE FROM {t}.sayiir_signals WHERE instance_id = $1"
 
         # Rewrites a record a transaction holds FOR UPDATE, appending its events.
-        assignments = ", ".join(f"{c} = {_param(i + 2, c)}" for i, c in enumerate(_MUTABLE))
-        k = len(_MUTABLE) + 2
+        assignments = ", ".join(f"{c} = {_param(i + 2, c)}" for i, c in enumerate(MUTABLE_COLUMNS))
+        k = len(MUTABLE_COLUMNS) + 2
         self.save_record = f"""
             WITH upd AS (
                 UPDATE {t}.sayiir_instances
-                SET {assignments}, history_seq = history_seq + cardinality(${k}::text[])
+                SET {assignments}, history_seq = history_seq + json_array_length(${k}::json)
                 WHERE instance_id = $1::text
                 RETURNING instance_id, history_seq
             ), events AS ({_insert_events(t, k, "upd")})
-            SELECT CASE WHEN ${k + 6}::bool THEN pg_notify(${k + 7}::text, '') END AS notified
+            SELECT CASE WHEN ${k + 1}::bool THEN pg_notify(${k + 2}::text, '') END AS notified
             FROM upd
         """
 
@@ -221,34 +188,40 @@ class Statements:
                     owner = CASE WHEN $10::bool THEN NULL ELSE owner END,
                     lease_until = CASE WHEN $11::bool THEN NULL ELSE lease_until END,
                     definition_hash = COALESCE($12::text, definition_hash),
-                    priority = COALESCE($24::int4, priority),
-                    history_seq = history_seq + cardinality($15::text[]),
-                    last_commit = $21::int8
+                    priority = COALESCE($19::int4, priority),
+                    history_seq = history_seq + json_array_length($15::json),
+                    last_commit = $16::int8
                 WHERE instance_id = $1::text AND claim_token = $2::int8 AND owner IS NOT NULL
                 RETURNING instance_id, status, control_request, owner, history_seq
             ), checkpoints AS (
+                -- $13 lists the keys with where each payload lies in $14 (their
+                -- concatenation): see checkpoint_params.
                 INSERT INTO {t}.sayiir_checkpoints (instance_id, step_key, payload)
-                SELECT $1::text, c.step_key, c.payload
-                FROM unnest($13::text[], $14::bytea[]) WITH ORDINALITY AS c(step_key, payload, n)
+                SELECT $1::text, c.step_key, substring($14::bytea FROM c.start + 1 FOR c.size)
+                FROM ROWS FROM (json_to_recordset($13::json)
+                                AS (step_key text, start int4, size int4))
+                     WITH ORDINALITY AS c(step_key, start, size, n)
                 WHERE EXISTS (SELECT 1 FROM upd)
                 ORDER BY c.n
             ), events AS ({_insert_events(t, 15, "upd")}
             ), consumed AS (
                 DELETE FROM {t}.sayiir_signals
-                WHERE signal_id = $22::int8 AND instance_id = $1::text
+                WHERE signal_id = $17::int8 AND instance_id = $1::text
                   AND EXISTS (SELECT 1 FROM upd)
             ), shared_steps AS (
                 -- A checkpoint replaces its step's rows in the shared step queue; a
                 -- finished instance needs none.
                 DELETE FROM {t}.sayiir_steps
                 WHERE instance_id = $1::text AND EXISTS (SELECT 1 FROM upd)
-                  AND (step_key = ANY($13::text[]) OR $3::text IN ({FINISHED_SQL}))
+                  AND (step_key IN (SELECT k.step_key FROM json_to_recordset($13::json)
+                                                          AS k(step_key text))
+                       OR $3::text IN ({FINISHED_SQL}))
             )
             SELECT control_request,
                    CASE WHEN owner IS NULL AND status IN ({_RUNNABLE})
-                        THEN pg_notify($23::text, '') END AS notified,
+                        THEN pg_notify($18::text, '') END AS notified,
                    CASE WHEN status IN ({FINISHED_SQL})
-                        THEN pg_notify($25::text, {_NOTIFIED_ID}) END AS finished
+                        THEN pg_notify($20::text, {_NOTIFIED_ID}) END AS finished
             FROM upd
         """
         self.commit_outcome = f"""
@@ -350,149 +323,3 @@ def _claimable(alias: str, now: str) -> str:
              OR ({a}.status IN ('{Status.WAITING.value}', '{Status.AWAITING_SIGNAL.value}')
                  AND {a}.wake_at IS NOT NULL AND {a}.wake_at <= {now}))
     """
-
-
-def record_values(record: InstanceRecord) -> list[Any]:
-    """``record`` as parameters in ``RECORD_COLUMNS`` order."""
-    return [
-        record.instance_id,
-        record.workflow_id,
-        record.definition_hash,
-        record.status.value,
-        record.input,
-        record.created_at,
-        record.updated_at,
-        record.output,
-        _error_json(record.error),
-        to_json(record.control, "control state"),
-        record.wake_at,
-        record.reason,
-        record.cancelled_by,
-        record.paused_by,
-        record.control_request.value if record.control_request else None,
-        record.owner,
-        record.claim_token,
-        record.lease_until,
-        record.priority,
-    ]
-
-
-def insert_params(
-    record: InstanceRecord, history_seq: int, events: Sequence[HistoryEvent], channel: str
-) -> list[Any]:
-    """Parameters for ``insert_record``: ``history_seq`` is the seq before ``events``."""
-    return [*record_values(record), history_seq, *event_arrays(events), channel]
-
-
-def check_size(payload: bytes, limit: int, what: str) -> None:
-    """Refuse a payload over ``max_payload_bytes``, naming it."""
-    if len(payload) > limit:
-        raise PayloadTooLargeError(
-            f"{what} is {len(payload):,} bytes, over this PostgresBackend's "
-            f"max_payload_bytes={limit:,}; keep large data elsewhere (object storage, a "
-            "table of your own) and pass a reference"
-        )
-
-
-def save_params(
-    record: InstanceRecord, events: Sequence[HistoryEvent], channel: str | None
-) -> list[Any]:
-    """Parameters for ``save_record``; a ``channel`` makes it wake idle workers."""
-    values = dict(zip(RECORD_COLUMNS, record_values(record), strict=True))
-    return [
-        record.instance_id,
-        *(values[c] for c in _MUTABLE),
-        *event_arrays(events),
-        channel is not None,
-        channel or "",
-    ]
-
-
-def event_arrays(events: Sequence[HistoryEvent]) -> list[list[Any]]:
-    """``events`` as six parallel arrays for ``unnest``."""
-    return [
-        [e.kind for e in events],
-        [e.at for e in events],
-        [e.step_key for e in events],
-        [e.attempt for e in events],
-        [e.worker_id for e in events],
-        [None if e.detail is None else to_json(e.detail, "history detail") for e in events],
-    ]
-
-
-def commit_params(
-    instance_id: str,
-    token: int,
-    write: StepWrite,
-    commit_id: int,
-    channel: str,
-    done_channel: str,
-) -> list[Any]:
-    """Parameters for ``Statements.commit``, in ``$n`` order."""
-    after = commit_effects(write)
-    return [
-        instance_id,
-        token,
-        write.status.value,
-        to_json(after.control, "control state"),
-        after.output,
-        _error_json(after.error),
-        after.wake_at,
-        after.updated_at,
-        after.control_request is None,
-        after.owner is None,
-        after.lease_until is None,
-        write.definition_hash,
-        [key for key, _ in write.checkpoints],
-        [payload for _, payload in write.checkpoints],
-        *event_arrays(write.events),
-        commit_id,
-        write.consumed_signal,
-        channel,
-        write.priority,
-        done_channel,
-    ]
-
-
-def signal_detail(name: str) -> str:
-    return to_json({"name": name}, "history detail")
-
-
-def checkpoints_from(
-    keys: Sequence[str] | None, payloads: Sequence[bytes] | None
-) -> dict[str, bytes]:
-    return dict(zip(keys or (), payloads or (), strict=True))
-
-
-def claims_from(rows: Sequence[Any], checkpoint_rows: Sequence[Any]) -> list[Claim]:
-    """Claims for rows of ``claim_next`` (record columns, then seq), in claim order.
-
-    ``RETURNING`` gives no order, so they are sorted here like the claim query sorts.
-    ``checkpoint_rows`` come from ``checkpoints_of``, in write order.
-    """
-    ordered = sorted(
-        rows, key=lambda r: (r["priority"], r["wake_at"] or 0.0, r["created_at"], r[-1])
-    )
-    found: dict[str, dict[str, bytes]] = {row["instance_id"]: {} for row in rows}
-    for instance_id, key, payload in checkpoint_rows:
-        found[instance_id][key] = payload
-    claims = []
-    for row in ordered:
-        record = record_from_row(tuple(row)[:RECORD_WIDTH])
-        claims.append(Claim(LoadedInstance(record, found[record.instance_id]), record.claim_token))
-    return claims
-
-
-def control_request(value: str | None) -> ControlRequest | None:
-    return ControlRequest(value) if value is not None else None
-
-
-def lease_lost(instance_id: str, token: int, current: int) -> LeaseLostError:
-    return LeaseLostError(
-        f"instance {instance_id!r}: claim {token} was taken over "
-        f"(current claim {current}); write refused"
-    )
-
-
-def _error_json(error: ErrorInfo | None) -> str | None:
-    return None if error is None else to_json(error.to_dict(), "error")

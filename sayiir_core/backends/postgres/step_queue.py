@@ -13,15 +13,15 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sayiir_core.backends.base import Claim, LoadedInstance
+from sayiir_core.backends.postgres import convert
 from sayiir_core.backends.postgres import statements as sql
 from sayiir_core.backends.postgres.listen import WorkListener
 from sayiir_core.backends.postgres.session import Attempt, Done, Session
-from sayiir_core.backends.postgres.statements import check_size
 from sayiir_core.backends.postgres.step_statements import STEP_WIDTH, AdvanceStatements
 from sayiir_core.backends.postgres.step_statements import (
     StepStatements as StepStatements,  # re-exported: control.py types its argument with it
 )
-from sayiir_core.backends.rows import failure_json, step_result, to_json
+from sayiir_core.backends.rows import failure_json, record_from_row, step_result, to_json
 from sayiir_core.backends.step_queue import (
     ClaimedStep,
     ClaimedStepAndInstance,
@@ -59,7 +59,9 @@ class PostgresStepQueue:
             return
         for ticket in tickets:
             ref = ticket.ref
-            check_size(ticket.input, self._max_payload, f"the input of step {ref.step_key!r}")
+            convert.check_size(
+                ticket.input, self._max_payload, f"the input of step {ref.step_key!r}"
+            )
         columns = ticket_columns(tickets)
 
         async def body(conn: Conn, attempt: Attempt) -> None:
@@ -126,7 +128,7 @@ class PostgresStepQueue:
     async def finish_step(self, ref: StepRef, token: int, result: StepResult) -> bool:
         if result.output is not None:
             what = f"the output of step {ref.step_key!r}"
-            check_size(result.output, self._max_payload, what)
+            convert.check_size(result.output, self._max_payload, what)
         params = [
             ref.instance_id,
             ref.step_key,
@@ -185,8 +187,8 @@ class PostgresStepQueue:
                 return None
             row = rows[0]
             if row["version"] == row["seen_version"]:
-                checkpoints = sql.checkpoints_from(row["keys"], row["payloads"])
-                record = sql.record_from_row(tuple(row)[: sql.RECORD_WIDTH])
+                checkpoints = convert.checkpoints_from(row["keys"], row["payloads"])
+                record = record_from_row(tuple(row)[: sql.RECORD_WIDTH])
                 return Claim(LoadedInstance(record, checkpoints), record.claim_token)
             # Claimed a version newer than the statement's snapshot: read it again.
             return await self._claim_read(conn, [row])
@@ -222,9 +224,9 @@ class PostgresStepQueue:
             (step,) = _claimed([row[:STEP_WIDTH]])
             if row["version"] is None:
                 return ClaimedStepAndInstance(step)
-            record = sql.record_from_row(tuple(row)[STEP_WIDTH : STEP_WIDTH + sql.RECORD_WIDTH])
+            record = record_from_row(tuple(row)[STEP_WIDTH : STEP_WIDTH + sql.RECORD_WIDTH])
             if row["version"] == row["seen_version"]:
-                checkpoints = sql.checkpoints_from(row["keys"], row["payloads"])
+                checkpoints = convert.checkpoints_from(row["keys"], row["payloads"])
             else:
                 # Claimed a version newer than the statement's snapshot: read it again.
                 found = await conn.fetch(statements.checkpoints_of, [ref.instance_id])
@@ -245,7 +247,7 @@ class PostgresStepQueue:
 
     async def _claim_read(self, conn: Conn, rows: Sequence[Any]) -> Claim:
         checkpoint_rows = await conn.fetch(self._advance.checkpoints_of, [rows[0]["instance_id"]])
-        (claim,) = sql.claims_from(rows, checkpoint_rows)
+        (claim,) = convert.claims_from(rows, checkpoint_rows)
         return claim
 
     @property

@@ -171,6 +171,8 @@ def list_query(*, by_status: bool, by_workflow: bool, after: bool) -> str:
 def commit_params(instance_id: str, token: int, write: StepWrite) -> dict[str, Any]:
     """Parameters for ``COMMIT_RECORD``; ``status`` is for the caller's ``SET_STATUS``."""
     after = commit_effects(write)
+    # The flags go as 1/0, not True/False: sqlite3 binds a bool only after failing to
+    # find an adapter for it (raising and clearing AttributeErrors), an exact int at once.
     return {
         "status": after.status.value,
         "control": to_json(after.control, "control state"),
@@ -178,9 +180,9 @@ def commit_params(instance_id: str, token: int, write: StepWrite) -> dict[str, A
         "error": error_json(after.error),
         "wake_at": after.wake_at,
         "updated_at": after.updated_at,
-        "clear_request": after.control_request is None,
-        "release": after.owner is None,
-        "clear_lease": after.lease_until is None,
+        "clear_request": 1 if after.control_request is None else 0,
+        "release": 1 if after.owner is None else 0,
+        "clear_lease": 1 if after.lease_until is None else 0,
         "definition_hash": write.definition_hash,
         "priority": write.priority,
         "instance_id": instance_id,
