@@ -10,6 +10,7 @@ back up.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -332,5 +333,43 @@ async def test_a_pause_asked_while_a_step_holds_its_instance_sends_nothing_until
         record = await backend.get_record("paused")
         assert record is not None
         assert (record.status, record.output) == (Status.COMPLETED, b"2")
+    finally:
+        await backend.close()
+
+
+@pytest.mark.postgres
+async def test_a_step_whose_lease_is_taken_over_while_it_runs_is_stopped_and_lost(
+    make_postgres_backend: Callable[..., Any],
+) -> None:
+    """The lease is renewed while the step runs; once a renewal is refused (another
+    worker took the step over) the step is stopped and its outcome is not written."""
+    backend = make_postgres_backend()
+    await backend.open()
+    try:
+        GATES.append(asyncio.Event())
+        messages: asyncio.Queue[StepTicket] = asyncio.Queue()
+        dispatcher = Dispatcher(
+            backend,
+            [GATED],
+            collecting(messages),
+            executor=LocalExecutor(),
+            owner_id="w",
+            step_lease=0.3,  # renewed every 0.1 s
+        )
+        await InstanceControl(backend).submit(GATED, "taken", 0)
+        await dispatcher.advance("taken")
+        sent = messages.get_nowait()
+        running = asyncio.ensure_future(
+            dispatcher.run_step(sent.ref, sent.workflow_id, sent.definition_hash)
+        )
+        await asyncio.sleep(0.35)  # renewed at least twice meanwhile: still its own
+        assert not running.done()
+        later = time.time() + 3_600.0  # its lease looks expired to this claim
+        other = await backend.claim_step(sent.ref, "other", TTL, later)
+        assert other is not None
+
+        assert await asyncio.wait_for(running, 10.0) == StepRun.LOST
+        assert not GATES[-1].is_set()  # stopped while it waited, not finished
+        assert await backend.step_results([sent.ref]) == {}
     finally:
         await backend.close()

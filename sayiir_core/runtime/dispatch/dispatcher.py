@@ -6,7 +6,6 @@ See the package docstring (``sayiir_core.runtime.dispatch``) for the three opera
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -23,12 +22,12 @@ from sayiir_core.backends.base import (
 from sayiir_core.backends.step_queue import (
     ClaimedStep,
     ClaimedStepAndInstance,
+    StepAndInstanceClaim,
     StepQueue,
     StepRef,
     StepResult,
     StepTicket,
     advance_queue,
-    claim_step_and_instance,
 )
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import LeaseLostError, PayloadTooLargeError
@@ -38,6 +37,7 @@ from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.runtime.convert import snapshot_from
 from sayiir_core.runtime.dispatch.executor import DispatchingExecutor
 from sayiir_core.runtime.dispatch.held import HOLD_WHILE_RUNNING, HeldClaim, release_write
+from sayiir_core.runtime.dispatch.lease import StepLease
 from sayiir_core.runtime.dispatch.outcomes import dispatched_in, dispatched_steps, step_request
 from sayiir_core.runtime.dispatch.sink import BufferingSink, RedoUnbufferedError
 from sayiir_core.runtime.durable_runner import ClaimedSink, default_owner_id
@@ -147,6 +147,11 @@ class Dispatcher:
         # claim ends no later than the step's own lease, after which the step is sent again.
         self._held_lease = min(claim_ttl, step_lease)
         self._hold = min(hold_claim, self._held_lease / 3)
+        # Looked up once: a runtime protocol check costs more than the rest of a claim's
+        # Python side, on every step.
+        self._claims_both: StepAndInstanceClaim | None = None
+        if isinstance(backend, StepAndInstanceClaim) and self._hold > 0:
+            self._claims_both = backend
         self._opened = False
 
     async def open(self) -> None:
@@ -182,35 +187,34 @@ class Dispatcher:
             return StepRun.DROPPED
         step = claimed.step
         held = HeldClaim(self.backend, claimed.instance, self._hold, self._clock)
-        run = asyncio.ensure_future(self._execute(step, workflow))
         # The lease is kept until the outcome is checkpointed or stored, not only while the
         # function runs: an advance slowed down past the lease would otherwise let the
-        # sweeper's re-dispatch run the step a second time.
-        heartbeat = asyncio.ensure_future(self._keep_lease(step, run))
+        # sweeper's re-dispatch run the step a second time. The step runs in this task
+        # (no task of its own: one less per message); a refused renewal cancels it here.
+        lease = StepLease(
+            self._queue,
+            step,
+            lease=self.step_lease,
+            every=min(self.step_lease / 3, RENEW_AT_MOST_EVERY),
+            clock=self._clock,
+        )
         try:
-            outcome = await self._outcome(run, heartbeat, ref)
+            outcome = await self._outcome(step, workflow, lease, ref)
             if outcome is None:
                 return StepRun.LOST
             own = _OwnOutcome(ref, step.token, outcome)
             await self._advance(ref.instance_id, own=own, claim=await held.take())
             return StepRun.RAN
         finally:
-            heartbeat.cancel()
-            run.cancel()
+            lease.stop()
             await held.give_back()
 
     async def _claim_step(self, ref: StepRef) -> ClaimedStepAndInstance | None:
         """The step, and its instance with it when that blocks nobody (``held.py``)."""
         now = self._clock()
-        if self._hold > 0:
-            return await claim_step_and_instance(
-                self._queue,
-                ref,
-                self.owner_id,
-                self.step_lease,
-                self.definitions,
-                self._held_lease,
-                now,
+        if self._claims_both is not None:
+            return await self._claims_both.claim_step_and_instance(
+                ref, self.owner_id, self.step_lease, self.definitions, self._held_lease, now
             )
         step = await self._queue.claim_step(ref, self.owner_id, self.step_lease, now)
         return None if step is None else ClaimedStepAndInstance(step)
@@ -223,34 +227,26 @@ class Dispatcher:
         parent = await stored_parent(self.backend, request.instance_id)
         if parent is None:
             return await self.executor.execute(request)
-        current_worker_id.set(self.owner_id)  # this asyncio task's own context
-        with attached(parent):
-            return await self.executor.execute(request)
+        worker = current_worker_id.set(self.owner_id)
+        try:
+            with attached(parent):
+                return await self.executor.execute(request)
+        finally:
+            current_worker_id.reset(worker)
 
     async def _outcome(
-        self, run: asyncio.Future[TaskOutcome], heartbeat: asyncio.Future[bool], ref: StepRef
+        self, claimed: ClaimedStep, workflow: Workflow, lease: StepLease, ref: StepRef
     ) -> TaskOutcome | None:
         """The step's outcome; ``None`` if its lease was lost while it ran."""
         try:
-            return await run
+            return await self._execute(claimed, workflow)
         except asyncio.CancelledError:
-            if heartbeat.done() and not heartbeat.cancelled() and heartbeat.result() is False:
-                _log(ref).info("[%s] step %r: lease lost while running", ref.instance_id, ref)
-                return None
-            raise
-
-    async def _keep_lease(self, claimed: ClaimedStep, run: asyncio.Future[TaskOutcome]) -> bool:
-        """Renew the step lease; stop the step once it is lost (taken over, cancelled)."""
-        while True:
-            await asyncio.sleep(min(self.step_lease / 3, RENEW_AT_MOST_EVERY))
-            renewed: bool | None = None
-            with contextlib.suppress(Exception):  # storage unreachable: the next beat retries
-                renewed = await self._queue.renew_step(
-                    claimed.ticket.ref, claimed.token, self.step_lease, self._clock()
-                )
-            if renewed is False:
-                run.cancel()
-                return False
+            if not lease.stopped_the_step or lease.uncancel() > 0:
+                raise  # cancelled from elsewhere (too)
+            _log(ref).info("[%s] step %r: lease lost while running", ref.instance_id, ref)
+            return None
+        finally:
+            lease.step_over()
 
     # -- advancing ---------------------------------------------------------------------
 

@@ -26,7 +26,10 @@ HOLD_WHILE_RUNNING = 1.0
 
 class HeldClaim:
     """An instance claim taken with a step: handed to the advance after the step if
-    the step ends within ``hold`` seconds, else given up."""
+    the step ends within ``hold`` seconds, else given up.
+
+    Until ``hold`` is over only a timer runs (no task): most steps end well before it.
+    """
 
     def __init__(
         self, backend: Backend, claim: Claim | None, hold: float, clock: Callable[[], float]
@@ -34,38 +37,40 @@ class HeldClaim:
         self._backend = backend
         self._claim = claim
         self._clock = clock
-        self._releasing = False
-        self._timer = asyncio.ensure_future(self._let_go_after(hold)) if claim is not None else None
+        self._letting_go: asyncio.Task[None] | None = None  # giving it up (hold over)
+        self._timer: asyncio.TimerHandle | None = None
+        if claim is not None:
+            self._timer = asyncio.get_running_loop().call_later(hold, self._hold_over)
 
     async def take(self) -> Claim | None:
         """The claim for the advance after the step, or ``None`` if it was given up."""
-        timer, self._timer = self._timer, None
-        if timer is None:
-            return None
-        if not self._releasing:
-            timer.cancel()  # still asleep: nothing was written
-            return self._claim
-        await timer  # giving it up right now: let that write finish (it never raises)
+        if self._timer is not None:  # still held: nothing was written
+            self._timer.cancel()
+            self._timer = None
+            claim, self._claim = self._claim, None
+            return claim
+        letting_go, self._letting_go = self._letting_go, None
+        if letting_go is not None:
+            await letting_go  # giving it up right now: let that write finish (never raises)
         return None
 
     async def give_back(self) -> None:
         """Give the claim up now (the step's outcome is not advanced here)."""
-        timer, self._timer = self._timer, None
-        if timer is None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            await self._let_go()
             return
-        if self._releasing:
-            await timer
-            return
-        timer.cancel()
-        await self._let_go()
+        letting_go, self._letting_go = self._letting_go, None
+        if letting_go is not None:
+            await letting_go
 
-    async def _let_go_after(self, hold: float) -> None:
-        await asyncio.sleep(hold)
-        self._releasing = True
-        await self._let_go()
+    def _hold_over(self) -> None:
+        self._timer = None
+        self._letting_go = asyncio.ensure_future(self._let_go())
 
     async def _let_go(self) -> None:
-        claim = self._claim
+        claim, self._claim = self._claim, None
         assert claim is not None
         record = claim.instance.record
         # Taken over or unreachable: the claim ends with its lease anyway.
