@@ -154,7 +154,7 @@ class DurableRunner:
         record = await self.backend.get_record(instance_id)
         if record is None or record.owner is None or record.claim_token != token:
             return  # already released, or someone else holds it now
-        await self.backend.commit(instance_id, token, _rewrite(record, self._clock(), release=True))
+        await self.backend.commit(instance_id, token, rewrite(record, self._clock(), release=True))
 
     async def run_claimed(
         self,
@@ -191,7 +191,7 @@ class DurableRunner:
         await self.backend.commit(
             record.instance_id,
             claim.token,
-            _rewrite(
+            rewrite(
                 record,
                 now,
                 events=[HistoryEvent("definition_changed", now, detail=change)],
@@ -360,15 +360,16 @@ def check_definition(workflow: Workflow, record: InstanceRecord, allow_change: b
         )
 
 
-def _rewrite(record: InstanceRecord, now: float, **changes: Any) -> StepWrite:
-    """A write that keeps the instance as it is, plus ``changes`` (release, rebind...)."""
+def rewrite(state: InstanceRecord | StepWrite, now: float, **changes: Any) -> StepWrite:
+    """A write that keeps the instance as ``state`` (its record, or the last write made
+    of it) left it, plus ``changes`` (release, rebind...)."""
     return StepWrite(
-        status=record.status,
-        control=record.control,
+        status=state.status,
+        control=state.control,
         now=now,
-        output=record.output,
-        error=record.error,
-        wake_at=record.wake_at,
+        output=state.output,
+        error=state.error,
+        wake_at=state.wake_at,
         **changes,
     )
 

@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Callable
 
 from sayiir_core.backends.base import Backend, Claim, InstanceRecord, StepWrite
+from sayiir_core.runtime.durable_runner import rewrite
 
 # How long a step may keep its instance claimed before giving it up (at most).
 HOLD_WHILE_RUNNING = 1.0
@@ -82,22 +83,4 @@ class HeldClaim:
 
 def release_write(last: StepWrite | None, record: InstanceRecord, now: float) -> StepWrite:
     """Give the claim up, leaving the instance as its last write (or the claim) left it."""
-    if last is not None:
-        return StepWrite(
-            status=last.status,
-            control=last.control,
-            now=now,
-            output=last.output,
-            error=last.error,
-            wake_at=last.wake_at,
-            release=True,
-        )
-    return StepWrite(
-        status=record.status,
-        control=record.control,
-        now=now,
-        output=record.output,
-        error=record.error,
-        wake_at=record.wake_at,
-        release=True,
-    )
+    return rewrite(last if last is not None else record, now, release=True)
