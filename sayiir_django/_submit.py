@@ -11,8 +11,12 @@ from django.db import IntegrityError
 
 from sayiir_core.backends.base import ConflictPolicy, InstanceRecord, NewInstance
 from sayiir_core.backends.rows import record_from_values
-from sayiir_core.backends.rules import new_record, terminated_record
-from sayiir_core.errors import InstanceAlreadyExistsError
+from sayiir_core.backends.rules import (
+    is_submission_of,
+    keeps_existing,
+    new_record,
+    terminated_record,
+)
 from sayiir_core.status import Status
 from sayiir_django import _postgres as postgres
 from sayiir_django._instance_rows import (
@@ -41,13 +45,8 @@ def create(db: Database, new: NewInstance, policy: ConflictPolicy) -> tuple[Inst
             insert_instance(db, record, append_history(db, new.instance_id, last, [started]))
         else:
             existing = record_from_values(row)
-            if policy is ConflictPolicy.USE_EXISTING:
+            if keeps_existing(existing, policy):
                 return existing, False
-            if policy is ConflictPolicy.FAIL:
-                raise InstanceAlreadyExistsError(
-                    f"workflow instance {new.instance_id!r} already exists "
-                    f"(status {existing.status})"
-                )
             record, started = new_record(new, replaces=existing)
             # Delete and insert rather than update: the new row gets a new id, so it
             # lists as the newest instance, like any other fresh submission; its
@@ -64,14 +63,9 @@ def create(db: Database, new: NewInstance, policy: ConflictPolicy) -> tuple[Inst
     def resolve() -> Done[tuple[InstanceRecord, bool]] | None:
         # Ours if the stored instance carries this submission's identity and time.
         stored = get_record(db, new.instance_id)
-        if stored is not None and (
-            stored.workflow_id,
-            stored.definition_hash,
-            stored.input,
-            stored.created_at,
-        ) == (new.workflow_id, new.definition_hash, new.input, new.now):
-            return Done((stored, True))
-        return None
+        return (
+            Done((stored, True)) if stored is not None and is_submission_of(stored, new) else None
+        )
 
     def insert_fresh() -> tuple[InstanceRecord, bool] | None:
         record, started = new_record(new)

@@ -44,6 +44,7 @@ from sayiir_core.backends.rules import (
     decode_cursor,
     encode_cursor,
     is_claimable,
+    keeps_existing,
     missing,
     new_record,
     signal_wakes,
@@ -51,7 +52,7 @@ from sayiir_core.backends.rules import (
 )
 from sayiir_core.backends.stats import ReadyBacklog, ready_since
 from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
-from sayiir_core.errors import InstanceAlreadyExistsError, LeaseLostError
+from sayiir_core.errors import LeaseLostError
 from sayiir_core.status import Status
 
 _FINISH_POLL_INTERVAL = 5.0
@@ -130,14 +131,8 @@ class InMemoryBackend(OpensAndCloses):
     async def create(self, new: NewInstance, policy: ConflictPolicy) -> tuple[InstanceRecord, bool]:
         with self._lock:
             existing = self._instances.get(new.instance_id)
-            if existing is not None:
-                if policy is ConflictPolicy.USE_EXISTING:
-                    return existing.record, False
-                if policy is ConflictPolicy.FAIL:
-                    raise InstanceAlreadyExistsError(
-                        f"workflow instance {new.instance_id!r} already exists "
-                        f"(status {existing.record.status})"
-                    )
+            if existing is not None and keeps_existing(existing.record, policy):
+                return existing.record, False
             record, event = new_record(new, existing.record if existing is not None else None)
             stored = _Stored(record)
             if existing is not None:

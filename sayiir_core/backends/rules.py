@@ -10,13 +10,19 @@ import dataclasses
 from collections.abc import Sequence
 
 from sayiir_core.backends.base import (
+    ConflictPolicy,
     ControlRequest,
     HistoryEvent,
     InstanceRecord,
     NewInstance,
     StepWrite,
 )
-from sayiir_core.errors import InstanceNotFoundError, InvalidStateError, SignalBufferFullError
+from sayiir_core.errors import (
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    InvalidStateError,
+    SignalBufferFullError,
+)
 from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.status import Status
 from sayiir_core.telemetry.propagation import TRACE_CONTEXT_KEY
@@ -57,6 +63,30 @@ def new_record(
     detail = {TRACE_CONTEXT_KEY: dict(new.trace_context)} if new.trace_context else None
     event = HistoryEvent("started", new.now, worker_id=new.owner, detail=detail)
     return record, event
+
+
+def keeps_existing(existing: InstanceRecord, policy: ConflictPolicy) -> bool:
+    """What a ``create`` does about an instance already stored under its id: keep it
+    (``use_existing``: True), refuse (``fail``: ``InstanceAlreadyExistsError``), or
+    replace it (``terminate_existing``: False)."""
+    if policy is ConflictPolicy.USE_EXISTING:
+        return True
+    if policy is ConflictPolicy.FAIL:
+        raise InstanceAlreadyExistsError(
+            f"workflow instance {existing.instance_id!r} already exists (status {existing.status})"
+        )
+    return False
+
+
+def is_submission_of(stored: InstanceRecord, new: NewInstance) -> bool:
+    """Whether ``stored`` is what ``new`` wrote: its identity, input and creation time
+    (how a ``create`` whose reply was lost finds out that it went through)."""
+    return (
+        stored.workflow_id,
+        stored.definition_hash,
+        stored.input,
+        stored.created_at,
+    ) == (new.workflow_id, new.definition_hash, new.input, new.now)
 
 
 def terminated_record(now: float) -> HistoryEvent:

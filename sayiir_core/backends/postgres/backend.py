@@ -48,6 +48,8 @@ from sayiir_core.backends.rows import event_from_row, record_from_row
 from sayiir_core.backends.rules import (
     decode_cursor,
     encode_cursor,
+    is_submission_of,
+    keeps_existing,
     missing,
     new_record,
 )
@@ -59,7 +61,7 @@ from sayiir_core.backends.step_queue import (
     StepResult,
     StepTicket,
 )
-from sayiir_core.errors import BackendError, InstanceAlreadyExistsError, LeaseLostError
+from sayiir_core.errors import BackendError, LeaseLostError
 from sayiir_core.status import Status
 
 if TYPE_CHECKING:
@@ -210,13 +212,8 @@ class PostgresBackend(OpensAndCloses):
                 existing = await read_record(conn, self._sql, new.instance_id)
                 if existing is None:
                     continue  # deleted since the insert: try again
-                if policy is ConflictPolicy.USE_EXISTING:
+                if keeps_existing(existing, policy):
                     return existing, False
-                if policy is ConflictPolicy.FAIL:
-                    raise InstanceAlreadyExistsError(
-                        f"workflow instance {new.instance_id!r} already exists "
-                        f"(status {existing.status})"
-                    )
                 replaced = await self._control.replace(conn, attempt, new)
                 if replaced is not None:
                     return replaced, True
@@ -225,14 +222,11 @@ class PostgresBackend(OpensAndCloses):
         async def resolve(conn: Conn) -> Done[tuple[InstanceRecord, bool]] | None:
             # Ours if it carries this submission's identity, input and creation time.
             stored = await read_record(conn, self._sql, new.instance_id)
-            if stored is not None and (
-                stored.workflow_id,
-                stored.definition_hash,
-                stored.input,
-                stored.created_at,
-            ) == (new.workflow_id, new.definition_hash, new.input, new.now):
-                return Done((stored, True))
-            return None
+            return (
+                Done((stored, True))
+                if stored is not None and is_submission_of(stored, new)
+                else None
+            )
 
         return await self._session.run("create", body, resolve=resolve)
 

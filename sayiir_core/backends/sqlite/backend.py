@@ -53,6 +53,7 @@ from sayiir_core.backends.rules import (
     decode_cursor,
     encode_cursor,
     is_claimable,
+    keeps_existing,
     missing,
     new_record,
     settled_status,
@@ -65,7 +66,7 @@ from sayiir_core.backends.sqlite.connection import ConnectionThread
 from sayiir_core.backends.sqlite.locking import backend_error, transact
 from sayiir_core.backends.sqlite.schema import open_database
 from sayiir_core.backends.stats import ReadyBacklog
-from sayiir_core.errors import BackendError, InstanceAlreadyExistsError, LeaseLostError
+from sayiir_core.errors import BackendError, LeaseLostError
 from sayiir_core.status import Status
 
 T = TypeVar("T")
@@ -192,13 +193,8 @@ class SqliteBackend(OpensAndCloses):
                 events = [started]
             else:
                 existing = record_from_row(row)
-                if policy is ConflictPolicy.USE_EXISTING:
+                if keeps_existing(existing, policy):
                     return existing, False
-                if policy is ConflictPolicy.FAIL:
-                    raise InstanceAlreadyExistsError(
-                        f"workflow instance {new.instance_id!r} already exists "
-                        f"(status {existing.status})"
-                    )
                 record, started = new_record(new, replaces=existing)
                 events = [terminated_record(new.now), started]
                 # Delete and re-insert rather than update: the new row gets a new seq,
