@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,11 @@ from sayiir_core.backends.postgres.listen import FinishListener, WorkListener
 from sayiir_core.backends.postgres.options import PoolOptions
 from sayiir_core.backends.postgres.schema import check_schema_name, migrate_pool
 from sayiir_core.backends.postgres.session import Attempt, Done, Session
-from sayiir_core.backends.postgres.step_queue import PostgresStepQueue, ticket_columns
+from sayiir_core.backends.postgres.step_queue import (
+    PostgresStepQueue,
+    StepQueueByDelegation,
+    ticket_columns,
+)
 from sayiir_core.backends.rows import event_from_row, record_from_row
 from sayiir_core.backends.rules import (
     decode_cursor,
@@ -55,10 +59,6 @@ from sayiir_core.backends.rules import (
 )
 from sayiir_core.backends.stats import ReadyBacklog
 from sayiir_core.backends.step_queue import (
-    ClaimedStep,
-    ClaimedStepAndInstance,
-    StepRef,
-    StepResult,
     StepTicket,
 )
 from sayiir_core.errors import BackendError, LeaseLostError
@@ -73,7 +73,7 @@ _FINISH_POLL_INTERVAL = 1.0
 _CREATE_ROUNDS = 5
 
 
-class PostgresBackend(OpensAndCloses):
+class PostgresBackend(StepQueueByDelegation, OpensAndCloses):
     """A durable backend in a PostgreSQL schema, shared by any number of workers.
 
     ``url`` is a libpq-style URL (``postgresql://user:password@host:5432/db``); a
@@ -443,64 +443,7 @@ class PostgresBackend(OpensAndCloses):
 
         return await self._session.run("history", body, idempotent=True)
 
-    # -- the shared step queue (StepQueue), by delegation to PostgresStepQueue ---------
-
-    async def publish_steps(self, tickets: Sequence[StepTicket]) -> None:
-        await self._steps.publish_steps(tickets)
-
-    async def claim_steps(
-        self,
-        owner: str,
-        workflows: Mapping[str, str],
-        ttl: float,
-        now: float,
-        limit: int,
-        *,
-        instances: Collection[str] | None = None,
-    ) -> list[ClaimedStep]:
-        return await self._steps.claim_steps(owner, workflows, ttl, now, limit, instances=instances)
-
-    async def claim_step(
-        self, ref: StepRef, owner: str, ttl: float, now: float
-    ) -> ClaimedStep | None:
-        return await self._steps.claim_step(ref, owner, ttl, now)
-
-    async def renew_step(self, ref: StepRef, token: int, ttl: float, now: float) -> bool:
-        return await self._steps.renew_step(ref, token, ttl, now)
-
-    async def finish_step(self, ref: StepRef, token: int, result: StepResult) -> bool:
-        return await self._steps.finish_step(ref, token, result)
-
-    async def step_results(self, refs: Sequence[StepRef]) -> dict[StepRef, StepResult]:
-        return await self._steps.step_results(refs)
-
-    async def wait_for_step_results(self, max_wait: float) -> None:
-        await self._steps.wait_for_step_results(max_wait)
-
-    # -- a dispatched advance in two statements (AdvanceQueue) ------------------------
-
-    async def claim_if_free(
-        self,
-        instance_id: str,
-        owner: str,
-        definitions: Mapping[str, str],
-        ttl: float,
-        now: float,
-    ) -> Claim | None:
-        return await self._steps.claim_if_free(instance_id, owner, definitions, ttl, now)
-
-    async def claim_step_and_instance(
-        self,
-        ref: StepRef,
-        owner: str,
-        step_ttl: float,
-        definitions: Mapping[str, str],
-        claim_ttl: float,
-        now: float,
-    ) -> ClaimedStepAndInstance | None:
-        return await self._steps.claim_step_and_instance(
-            ref, owner, step_ttl, definitions, claim_ttl, now
-        )
+    # -- AdvanceQueue: the one method that needs the backend's fenced commit ------------
 
     async def commit_and_publish(
         self, instance_id: str, token: int, write: StepWrite, tickets: Sequence[StepTicket]

@@ -284,3 +284,67 @@ def _claimed(rows: Sequence[Any]) -> list[ClaimedStep]:
 def _result_from(row: Any) -> StepResult:
     worker_id, started_at, finished_at, output, failure = row[3:8]
     return step_result(worker_id, started_at, finished_at, output, failure)
+
+
+class StepQueueByDelegation:
+    """``PostgresBackend``'s ``StepQueue`` and ``AdvanceQueue`` methods, each handed to
+    its ``PostgresStepQueue`` (kept apart so the backend's module stays about instances)."""
+
+    _steps: PostgresStepQueue
+
+    async def publish_steps(self, tickets: Sequence[StepTicket]) -> None:
+        await self._steps.publish_steps(tickets)
+
+    async def claim_steps(
+        self,
+        owner: str,
+        workflows: Mapping[str, str],
+        ttl: float,
+        now: float,
+        limit: int,
+        *,
+        instances: Collection[str] | None = None,
+    ) -> list[ClaimedStep]:
+        return await self._steps.claim_steps(owner, workflows, ttl, now, limit, instances=instances)
+
+    async def claim_step(
+        self, ref: StepRef, owner: str, ttl: float, now: float
+    ) -> ClaimedStep | None:
+        return await self._steps.claim_step(ref, owner, ttl, now)
+
+    async def renew_step(self, ref: StepRef, token: int, ttl: float, now: float) -> bool:
+        return await self._steps.renew_step(ref, token, ttl, now)
+
+    async def finish_step(self, ref: StepRef, token: int, result: StepResult) -> bool:
+        return await self._steps.finish_step(ref, token, result)
+
+    async def step_results(self, refs: Sequence[StepRef]) -> dict[StepRef, StepResult]:
+        return await self._steps.step_results(refs)
+
+    async def wait_for_step_results(self, max_wait: float) -> None:
+        await self._steps.wait_for_step_results(max_wait)
+
+    # AdvanceQueue, but for commit_and_publish (the backend's: it needs its fenced commit)
+
+    async def claim_if_free(
+        self,
+        instance_id: str,
+        owner: str,
+        definitions: Mapping[str, str],
+        ttl: float,
+        now: float,
+    ) -> Claim | None:
+        return await self._steps.claim_if_free(instance_id, owner, definitions, ttl, now)
+
+    async def claim_step_and_instance(
+        self,
+        ref: StepRef,
+        owner: str,
+        step_ttl: float,
+        definitions: Mapping[str, str],
+        claim_ttl: float,
+        now: float,
+    ) -> ClaimedStepAndInstance | None:
+        return await self._steps.claim_step_and_instance(
+            ref, owner, step_ttl, definitions, claim_ttl, now
+        )
