@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -143,15 +144,7 @@ class TaskThreads:
         For callers outside an event loop; cancelling the future drops a queued call.
         """
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def deliver(result: Any, error: BaseException | None, cancelled: bool) -> None:
-            if cancelled:
-                future.cancel()
-            elif error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
+        deliver = functools.partial(_settle, future)
         self._submit(TaskCall(fn, label, deliver, future.set_running_or_notify_cancel))
         return future
 
@@ -270,8 +263,12 @@ class TaskThreads:
 
 
 def _settle(
-    future: asyncio.Future[Any], result: Any, error: BaseException | None, cancelled: bool
+    future: asyncio.Future[Any] | concurrent.futures.Future[Any],
+    result: Any,
+    error: BaseException | None,
+    cancelled: bool,
 ) -> None:
+    """Hand a call's outcome to the future its caller waits on (of either kind)."""
     if future.done():  # its waiter was cancelled meanwhile
         return
     if cancelled:
