@@ -1,9 +1,11 @@
 """This project (``sayiir_core``) on every backend, through the public API.
 
 Sync steps (``def inc(x): return x + 1``) are the main rows, as for the peers. The
-``async steps`` rows run the same shapes with ``async def`` steps: a sync step runs in
-the executor's thread pool, an async one on the event loop, so the gap between the two
-rows is the cost of that thread hop.
+``async steps`` rows run the same shapes with ``async def`` steps. On the durable rows a
+sync step runs on a task thread and an async one on the event loop, so the gap between
+the two rows is the cost of that thread hop. Without persistence, a chain of sync steps
+runs inline on the calling thread (docs/howto/basics.md, "Which thread runs a step"), and
+its row is the cheaper of the two.
 
 Workers (S2, S6) run in their own processes, started by this module as
 ``python bench_ours.py worker ...`` and stopped by closing their stdin.

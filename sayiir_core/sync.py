@@ -1,6 +1,8 @@
 """The blocking functions of the Sayiir 1.0 API, over the async engine.
 
-Each call runs on the process's sayiir loop thread (see ``runtime.loop_thread``).
+Each call runs on the process's sayiir loop thread (see ``runtime.loop_thread``), but
+``run_workflow`` without persistence, which can run on the caller's own thread (see
+``runtime.caller_loop``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sayiir_core.runtime.convert import error_for, result_or_raise
 from sayiir_core.runtime.durable_runner import DurableRunner, default_owner_id
 from sayiir_core.runtime.executor import LocalExecutor
 from sayiir_core.runtime.history import EventListener
-from sayiir_core.runtime.in_memory import in_memory_instance_id, run_in_memory
+from sayiir_core.runtime.in_memory import in_memory_instance_id, run_in_memory_blocking
 from sayiir_core.runtime.loop_thread import run_sync
 from sayiir_core.status import Status, WorkflowStatus
 from sayiir_core.workflow.require import require_workflow
@@ -104,7 +106,7 @@ def run_workflow(
         require_backend(backend, "run_workflow(backend=...)")
     if instance_id is None:
         run_id = in_memory_instance_id(workflow)
-        snapshot = run_sync(run_in_memory(workflow, input_data, _executor(), run_id))
+        snapshot = run_in_memory_blocking(workflow, input_data, _executor(), run_id)
         if snapshot.error is not None:
             raise error_for(snapshot.error, run_id)
         return snapshot.output

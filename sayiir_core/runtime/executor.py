@@ -1,22 +1,20 @@
 """Where a step's function actually runs: the executor seam.
 
 ``LocalExecutor`` runs async tasks on the event loop and sync tasks on daemon task
-threads (``task_threads.py``), enforces timeouts for both, validates pydantic inputs,
-and encodes outputs with the codec. Other executors (Celery dispatch) implement the
-same ``Executor`` protocol.
+threads (``task_threads.py``), or inline on a loop private to one run (``caller_loop``),
+enforces timeouts for both, validates pydantic inputs, and encodes outputs with the
+codec. Other executors (Celery dispatch) implement the same ``Executor`` protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import os
 import sys
 import threading
 import time
-import traceback
 import types
 import weakref
 from collections.abc import Callable, Mapping
@@ -26,9 +24,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import SerializationError, TaskTimeoutError
 from sayiir_core.machine.state import ErrorInfo
+from sayiir_core.runtime.caller_loop import ctrl_c_during_caller_run
 from sayiir_core.runtime.context import TaskExecutionContext, set_task_context
+from sayiir_core.runtime.sync_calls import awaited, call_sync_task, run_inline
+from sayiir_core.runtime.task_errors import format_traceback, task_traceback
 from sayiir_core.runtime.task_threads import TaskThreads
-from sayiir_core.telemetry.steps import attach_in_thread, observe_step
+from sayiir_core.telemetry.steps import observe_step
 from sayiir_core.workflow.graph import TaskNode
 from sayiir_core.workflow.loop_result import LoopResult
 
@@ -109,6 +110,18 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+class RunsStepsInline(Protocol):
+    """An executor that can run some steps on the calling thread, blocking its loop."""
+
+    def runs_inline(self, request: TaskRequest) -> bool:
+        """Whether ``execute_inline`` may run this step (it would wait for nothing)."""
+        ...
+
+    async def execute_inline(self, request: TaskRequest) -> TaskOutcome:
+        """``execute``, with the step run on this thread while the event loop waits."""
+        ...
+
+
 class StepDispatched(Exception):  # noqa: N818 - a signal to the runner, not an error
     """Raised by ``Executor.execute`` when the step was handed to another process.
 
@@ -180,20 +193,43 @@ class LocalExecutor:
     async def execute(self, request: TaskRequest) -> TaskOutcome:
         # Nobody can have switched telemetry on before importing OpenTelemetry: then the
         # off path costs one dictionary lookup.
-        observation = observe_step(request) if "opentelemetry" in sys.modules else None
+        if "opentelemetry" not in sys.modules:
+            return await self._attempt(request, None, False)
+        return await self._observed(request, False)
+
+    def runs_inline(self, request: TaskRequest) -> bool:
+        """A sync step without a timeout: run inline, it has nothing to be timed against."""
+        node = request.task
+        return node.metadata.timeout_secs is None and not is_async_callable(node.fn)
+
+    async def execute_inline(self, request: TaskRequest) -> TaskOutcome:
+        """Run a step ``runs_inline`` accepts on this thread; for a loop private to one run."""
+        if "opentelemetry" not in sys.modules:
+            return await self._attempt(request, None, True)
+        return await self._observed(request, True)
+
+    async def _observed(self, request: TaskRequest, inline: bool) -> TaskOutcome:
+        observation = observe_step(request)
         if observation is None:
-            return await self._attempt(request, None)
+            return await self._attempt(request, None, inline)
         with observation:
-            outcome = await self._attempt(request, observation.context)
+            outcome = await self._attempt(request, observation.context, inline)
             observation.finish(outcome)
         return outcome
 
-    async def _attempt(self, request: TaskRequest, trace_context: Context | None) -> TaskOutcome:
+    async def _attempt(
+        self, request: TaskRequest, trace_context: Context | None, inline: bool
+    ) -> TaskOutcome:
         started = time.time()
         node = request.task
         try:
             argument = _validated_input(node, request.input)
-            output = await self._call(request, argument, trace_context)
+            if inline:
+                output = run_inline(node.fn, argument, _task_context(request), trace_context)
+                if inspect.isawaitable(output):  # a sync callable that returned a coroutine
+                    output = await awaited(output)
+            else:
+                output = await self._call(request, argument, trace_context)
             encoded = encode_output(self._codec, output, request.key)
             # The next step sees what a resume would read back; a scalar reads back as
             # itself, so only containers (tuples become lists...) pay for the decode.
@@ -205,7 +241,7 @@ class LocalExecutor:
                 raise
             failure = self._classify(request, error)
             return TaskFailure(
-                failure[0], failure[1], _format_traceback(error), started, time.time()
+                failure[0], failure[1], format_traceback(error), started, time.time()
             )
         return TaskSuccess(value, encoded, started, time.time())
 
@@ -213,27 +249,17 @@ class LocalExecutor:
         self, request: TaskRequest, argument: Any, trace_context: Context | None
     ) -> Any:
         node = request.task
-        context = TaskExecutionContext(
-            workflow_id=request.workflow_id,
-            instance_id=request.instance_id,
-            task_id=node.task_id,
-            step_key=request.key,
-            attempt=request.attempt,
-            metadata=node.metadata,
-            workflow_metadata=(
-                dict(request.workflow_metadata) if request.workflow_metadata is not None else None
-            ),
-        )
+        context = _task_context(request)
         timeout = node.metadata.timeout_secs
         if timeout is None:  # nothing to enforce: no timeout scope to enter and leave
-            if _is_async(node.fn):
+            if is_async_callable(node.fn):
                 return await _run_async(node.fn, argument, context)
             return await self._on_thread(request, argument, context, trace_context)
         try:
             # The clock runs from the moment the step is due, also while a sync task
             # queues for a thread: a timeout must hold whatever the threads are doing.
             async with asyncio.timeout(timeout) as deadline:
-                if _is_async(node.fn):
+                if is_async_callable(node.fn):
                     return await _run_async(node.fn, argument, context)
                 return await self._on_thread(request, argument, context, trace_context)
         except TimeoutError:
@@ -252,7 +278,7 @@ class LocalExecutor:
     ) -> Any:
         """Run a sync task on a task thread and wait for it (see ``task_threads.py``)."""
         threads = self._thread_pool()
-        call = functools.partial(_run_sync, request.task.fn, argument, context, trace_context)
+        call = functools.partial(call_sync_task, request.task.fn, argument, context, trace_context)
         future, handle = threads.submit_to_loop(
             asyncio.get_running_loop(), call, f"{request.key!r} of {request.instance_id!r}"
         )
@@ -262,7 +288,7 @@ class LocalExecutor:
             threads.abandon(handle)  # timed out or cancelled while queued or running
             raise
         if inspect.isawaitable(result):  # a sync callable that returned a coroutine
-            result = await result
+            result = await awaited(result)
         return result
 
     def _classify(self, request: TaskRequest, error: BaseException) -> tuple[ErrorInfo, bool]:
@@ -310,7 +336,23 @@ class _DeadlineExceededError(Exception):
     """The attempt ran past the task's timeout."""
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
+def _task_context(request: TaskRequest) -> TaskExecutionContext:
+    node = request.task
+    return TaskExecutionContext(
+        workflow_id=request.workflow_id,
+        instance_id=request.instance_id,
+        task_id=node.task_id,
+        step_key=request.key,
+        attempt=request.attempt,
+        metadata=node.metadata,
+        workflow_metadata=(
+            dict(request.workflow_metadata) if request.workflow_metadata is not None else None
+        ),
+    )
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` makes a coroutine: an ``async def`` task."""
     if type(fn) is types.FunctionType:  # what inspect checks for a plain function, sooner
         return bool(fn.__code__.co_flags & inspect.CO_COROUTINE)
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
@@ -329,9 +371,13 @@ def _is_users_ctrl_c(node: TaskNode) -> bool:
 
     Signals reach only the main thread; sync tasks run on task threads and the sync
     API's loop runs on its own thread, so there a ``KeyboardInterrupt`` can only have
-    been raised by the task itself.
+    been raised by the task itself. A run on the caller's own loop (``caller_loop``)
+    notes a real Ctrl-C, so there the two are told apart.
     """
-    return _is_async(node.fn) and threading.current_thread() is threading.main_thread()
+    pressed = ctrl_c_during_caller_run()
+    if pressed is not None:
+        return pressed
+    return is_async_callable(node.fn) and threading.current_thread() is threading.main_thread()
 
 
 def safe_str(error: BaseException) -> str:
@@ -340,22 +386,6 @@ def safe_str(error: BaseException) -> str:
         return str(error)
     except Exception as broken:  # a task's exception class may be arbitrarily broken
         return f"<{type(error).__name__}: str() failed with {type(broken).__name__}>"
-
-
-def _run_sync(
-    fn: Callable[..., Any],
-    argument: Any,
-    context: TaskExecutionContext,
-    trace_context: Context | None = None,
-) -> Any:
-    def call() -> Any:
-        set_task_context(context)
-        # The fresh Context below starts without the step's span: carry it over, so the
-        # task's own spans and logs nest under its step.
-        attach_in_thread(trace_context)
-        return fn(argument)
-
-    return contextvars.Context().run(call)
 
 
 def _pydantic_model(annotation: Any) -> Any:
@@ -395,40 +425,6 @@ def encode_or_raise(codec: Codec, value: Any, what: str) -> bytes:
         return codec.encode(_wire_output(value))
     except (TypeError, ValueError) as error:
         raise SerializationError(f"{what} cannot be encoded as {codec.name}: {error}") from error
-
-
-def _format_traceback(error: BaseException) -> str:
-    return "".join(traceback.format_exception(error)).strip()
-
-
-# Frames of these modules lead up to the task's own code: the executor, the thread pool
-# and the event loop. They are left out of the traceback a TaskError shows.
-_RUNNER_MODULES = ("sayiir_core.runtime.", "concurrent.futures.", "asyncio.")
-_MAX_TASK_FRAMES = 100
-
-
-def task_traceback(error: BaseException) -> str | None:
-    """The frames from the task function down to the raise, as Sayiir 1.0 shows them.
-
-    ``Traceback (most recent call last):`` and the frames, without the final exception
-    line (the message says it); ``None`` when the error did not come from the task's
-    code (a timeout, an invalid input).
-    """
-    tb = error.__traceback__
-    while tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith(
-        _RUNNER_MODULES
-    ):
-        tb = tb.tb_next
-    if tb is None:
-        return None
-    frames = traceback.extract_tb(tb)
-    omitted = len(frames) - _MAX_TASK_FRAMES
-    lines = ["Traceback (most recent call last):\n"]
-    if omitted > 0:  # a deep recursion: its innermost frames say where it went wrong
-        frames = traceback.StackSummary.from_list(frames[omitted:])
-        lines.append(f"  ... {omitted} outer frames omitted ...\n")
-    lines.extend(frames.format())
-    return "".join(lines).rstrip("\n")
 
 
 def encode_output(codec: Codec, output: Any, task_id: str) -> bytes:

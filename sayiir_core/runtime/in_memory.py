@@ -11,7 +11,15 @@ from sayiir_core.backends.base import BufferedSignal, ControlRequest, StepWrite
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import WorkflowError
 from sayiir_core.machine import Snapshot, start
-from sayiir_core.runtime.executor import Executor, encode_or_raise
+from sayiir_core.runtime.caller_loop import caller_loop
+from sayiir_core.runtime.executor import (
+    Executor,
+    LocalExecutor,
+    RunsStepsInline,
+    encode_or_raise,
+    is_async_callable,
+)
+from sayiir_core.runtime.loop_thread import run_sync
 from sayiir_core.runtime.runner import IN_MEMORY_RUN, InstanceRunner
 from sayiir_core.telemetry.instances import observe_instance
 from sayiir_core.telemetry.otel import any_provider_set
@@ -23,17 +31,42 @@ def in_memory_instance_id(workflow: Workflow) -> str:
     return f"{workflow.workflow_id}-{uuid.uuid4().hex[:12]}"
 
 
+def run_in_memory_blocking(
+    workflow: Workflow, input_value: Any, executor: Executor, instance_id: str
+) -> Snapshot:
+    """``run_in_memory`` for a blocking caller (``run_workflow`` without an instance id).
+
+    A workflow of sync steps runs on the calling thread's own loop, its steps inline
+    while each is all the run has to do (see ``caller_loop``). Where that loop cannot
+    serve, and for a workflow with async steps, the run goes to the loop thread: an async
+    step may use objects bound to that loop (a client, a pool), as it always could.
+    """
+    if isinstance(executor, LocalExecutor) and not _has_async_steps(workflow):
+        here = caller_loop()
+        if here is not None:
+            run = run_in_memory(workflow, input_value, executor, instance_id, inline=executor)
+            return here.run(run)
+    return run_sync(run_in_memory(workflow, input_value, executor, instance_id))
+
+
+def _has_async_steps(workflow: Workflow) -> bool:
+    return any(is_async_callable(task.fn) for task in workflow.tasks.values())
+
+
 async def run_in_memory(
     workflow: Workflow,
     input_value: Any,
     executor: Executor,
     instance_id: str,
     codec: Codec = DEFAULT_CODEC,
+    *,
+    inline: RunsStepsInline | None = None,
 ) -> Snapshot:
     """Run to the end without any persistence; delays and back-offs are slept here.
 
     With telemetry on, the run is an instance span under the current span, and its
-    end is recorded in the workflow duration histogram.
+    end is recorded in the workflow duration histogram. ``inline``: see
+    ``InstanceRunner``; only on a loop private to this run.
     """
     created_at = time.time()
     snapshot = start(codec.decode(encode_or_raise(codec, input_value, "workflow input")))
@@ -45,6 +78,7 @@ async def run_in_memory(
         codec=codec,
         sink=_NoStorage(workflow.workflow_id),
         park=IN_MEMORY_RUN,
+        inline=inline,
     )
     # Telemetry off (nothing imported OpenTelemetry, or no provider set): no observation.
     observation = (

@@ -16,11 +16,10 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from sayiir_core.backends.base import BufferedSignal, ControlRequest, StepWrite
+from sayiir_core.backends.base import ControlRequest, StepWrite
 from sayiir_core.codec import Codec
 from sayiir_core.errors import PayloadTooLargeError
 from sayiir_core.machine import (
@@ -43,6 +42,7 @@ from sayiir_core.machine import (
 )
 from sayiir_core.runtime.executor import (
     Executor,
+    RunsStepsInline,
     StepDispatched,
     TaskFailure,
     TaskOutcome,
@@ -50,26 +50,12 @@ from sayiir_core.runtime.executor import (
     TaskSuccess,
 )
 from sayiir_core.runtime.history import delay_ids, transition_events
+from sayiir_core.runtime.step_sink import StepSink, discards_writes
+from sayiir_core.runtime.transitions import DEFAULT_PRIORITY as DEFAULT_PRIORITY
+from sayiir_core.runtime.transitions import BusySteps, changed, event_key
+from sayiir_core.runtime.transitions import next_priority as next_priority
 from sayiir_core.status import Status
 from sayiir_core.workflow.workflow import Workflow
-
-
-class StepSink(Protocol):
-    """Where the runner writes its steps and reads signals."""
-
-    async def write(self, write: StepWrite) -> ControlRequest | None: ...
-
-    async def next_signal(self, name: str) -> BufferedSignal | None: ...
-
-    async def pending_control(self) -> ControlRequest | None:
-        """A cancel or pause asked for since the last write, if any."""
-        ...
-
-
-def discards_writes(sink: StepSink) -> bool:
-    """True for a sink that keeps nothing (``discards_writes = True`` on it): the runner
-    then builds no ``StepWrite`` (history events, control state...) for it to drop."""
-    return getattr(sink, "discards_writes", False) is True
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +73,16 @@ class ParkPolicy:
 
 
 IN_MEMORY_RUN = ParkPolicy(delays=False, signals=False)
-DEFAULT_PRIORITY = 3
 DURABLE_RUN = ParkPolicy(delays=True, signals=True)
 
 
 class InstanceRunner:
-    """Runs one instance from ``snapshot`` until it finishes or parks."""
+    """Runs one instance from ``snapshot`` until it finishes or parks.
+
+    ``inline`` runs a step on this loop's own thread when it is all the run could do
+    meanwhile (no other step, timer or signal wait): only for a loop nothing else uses
+    (``caller_loop``), since such a step blocks it.
+    """
 
     def __init__(
         self,
@@ -108,6 +98,7 @@ class InstanceRunner:
         clock: Callable[[], float] = time.time,
         stop: asyncio.Event | None = None,
         control_poll_interval: float = 1.0,
+        inline: RunsStepsInline | None = None,
     ) -> None:
         self._workflow = workflow
         self._instance_id = instance_id
@@ -121,6 +112,7 @@ class InstanceRunner:
         self._clock = clock
         self._stop = stop
         self._control_poll_interval = control_poll_interval
+        self._inline = inline
         self._commands: list[Command] = []
         self._in_flight: dict[str, asyncio.Task[TaskOutcome]] = {}
         # Steps finished and not yet collected, in the order they finished: waiting on all
@@ -141,7 +133,7 @@ class InstanceRunner:
         self._delay_ids = delay_ids(workflow)
         # Steps running here or elsewhere, or finished with their outcome queued: the
         # machine need not ask for them again.
-        self._busy = _BusySteps(self._in_flight, self._outcomes, self._dispatched)
+        self._busy = BusySteps(self._in_flight, self._outcomes, self._dispatched)
         # Valid because _busy loses a step only when its outcome is applied: with it, a
         # wide map costs O(1) per completion instead of O(items).
         self._frontier = FrontierCache()
@@ -172,7 +164,12 @@ class InstanceRunner:
                     return self.snapshot
                 await self._wait_for_tasks()
                 continue
-            self._start_tasks()
+            alone = self._start_tasks()
+            if alone is not None:
+                assert self._inline is not None
+                outcome = await self._inline.execute_inline(alone)
+                self._events.append(self._outcome_event(alone.key, outcome))
+                continue
             await self._collect_signals()
             if self._events:
                 continue
@@ -207,14 +204,14 @@ class InstanceRunner:
 
     async def _apply(self, event: Event) -> None:
         before = self.snapshot
-        key = _event_key(event)
+        key = event_key(event)
         # Taken out first: once its outcome is applied, a step may be asked for again (retry).
         outcome = self._outcomes.pop(key, None) if key is not None else None
         after, self._commands = advance(
             self._workflow, before, event, running=self._busy, cache=self._frontier
         )
         self.snapshot = after
-        if not _changed(before, after):
+        if not changed(before, after):
             return
         if self._discard_writes:
             if after.status is Status.COMPLETED:
@@ -306,28 +303,39 @@ class InstanceRunner:
         times.extend(check_at for _, check_at in self._dispatched.values())
         return min(times) if times else None
 
-    def _start_tasks(self) -> None:
+    def _start_tasks(self) -> TaskRequest | None:
+        """Start the steps the machine asks for; or return the one to run inline."""
         if self.snapshot.status is not Status.RUNNING:
-            return
-        for command in self._commands:
+            return None
+        commands = self._commands
+        # Inline only a step that is all there is to do: nothing running, nothing to time.
+        alone = len(commands) == 1 and not self._in_flight and not self._dispatched
+        inline = self._inline if alone else None
+        for command in commands:
             if (
                 isinstance(command, RunTask)
                 and command.key not in self._in_flight
                 and command.key not in self._dispatched
             ):
-                request = TaskRequest(
-                    workflow_id=self._workflow.workflow_id,
-                    instance_id=self._instance_id,
-                    key=command.key,
-                    task=command.task,
-                    input=command.input,
-                    attempt=command.attempt,
-                    workflow_metadata=self._workflow.metadata,
-                )
-                self._attempts[command.key] = command.attempt
+                request = self._request(command)
+                if inline is not None and inline.runs_inline(request):
+                    return request
                 self._in_flight[command.key] = asyncio.create_task(
                     self._run_step(command.key, request), name=f"sayiir:{command.key}"
                 )
+        return None
+
+    def _request(self, command: RunTask) -> TaskRequest:
+        self._attempts[command.key] = command.attempt
+        return TaskRequest(
+            workflow_id=self._workflow.workflow_id,
+            instance_id=self._instance_id,
+            key=command.key,
+            task=command.task,
+            input=command.input,
+            attempt=command.attempt,
+            workflow_metadata=self._workflow.metadata,
+        )
 
     async def _run_step(self, key: str, request: TaskRequest) -> TaskOutcome:
         try:
@@ -464,61 +472,3 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 class _NothingToWaitForError(RuntimeError):
     def __init__(self, commands: list[Command]) -> None:
         super().__init__(f"internal error: runner has nothing to wait for ({commands!r})")
-
-
-def next_priority(commands: list[Command]) -> int | None:
-    """The most urgent ``@task(priority=)`` (1 first, default 3) of the steps to run next."""
-    priorities = [
-        command.task.metadata.priority or DEFAULT_PRIORITY
-        for command in commands
-        if isinstance(command, RunTask)
-    ]
-    return min(priorities) if priorities else None
-
-
-class _BusySteps(Collection[str]):
-    """A live view of the runner's busy steps' keys, without copying them on every step."""
-
-    def __init__(
-        self,
-        running: Mapping[str, object],
-        finished: Mapping[str, object],
-        dispatched: Mapping[str, object],
-    ) -> None:
-        self._running = running
-        self._finished = finished
-        self._dispatched = dispatched
-
-    def __contains__(self, key: object) -> bool:
-        # Spelled out rather than any(...): the machine asks this for every ready step.
-        return key in self._running or key in self._finished or key in self._dispatched
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._running
-        yield from (key for key in self._finished if key not in self._running)
-        yield from (
-            key
-            for key in self._dispatched
-            if key not in self._running and key not in self._finished
-        )
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-def _changed(before: Snapshot, after: Snapshot) -> bool:
-    return (
-        after.status is not before.status
-        or len(after.results) != len(before.results)
-        or after.attempts != before.attempts
-        or after.retry_at != before.retry_at
-        or after.timers != before.timers
-    )
-
-
-# A tuple made once: ``A | B`` in the call would build a union object on every event.
-_KEYED_EVENTS = (TaskCompleted, TaskFailed, SignalReceived)
-
-
-def _event_key(event: Event) -> str | None:
-    return event.key if isinstance(event, _KEYED_EVENTS) else None
