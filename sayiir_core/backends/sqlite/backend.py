@@ -6,13 +6,15 @@ every write runs in ``BEGIN IMMEDIATE`` (the write lock is taken up front, so tw
 writers queue on ``busy_timeout`` instead of failing on a lock upgrade), and claim
 tokens fence out a worker whose lease was taken over.
 
-No call blocks the event loop: each backend object has one connection, owned by its
-own thread (``ConnectionThread``), and every transaction runs there, fsync and lock
-waits included. Any event loop in any thread may use the object. After ``os.fork()``
+No call stalls the event loop: each backend object has one connection, served by its
+own thread (``ConnectionThread``); a transaction runs in place only while the
+connection is idle and its commits are quick (under a millisecond, fsync included),
+and never waits there for a lock; everything else, lock waits and slow disks included,
+runs on the thread. Any event loop in any thread may use the object. After ``os.fork()``
 the child leaves the parent's connection alone and opens its own on first use.
 
 Each method reads as "transaction, rule, write": the transaction is a plain function of
-the connection, run on the connection's thread, and in-process wake-ups follow it.
+the connection, run by ``_run``, and in-process wake-ups follow it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from sayiir_core.backends.rules import (
 )
 from sayiir_core.backends.sqlite import statements as sql
 from sayiir_core.backends.sqlite import stats
+from sayiir_core.backends.sqlite.checkpoints import CheckpointSchedule, checkpoint
 from sayiir_core.backends.sqlite.connection import ConnectionThread
 from sayiir_core.backends.sqlite.locking import backend_error, transact
 from sayiir_core.backends.sqlite.schema import open_database
@@ -74,7 +77,7 @@ T = TypeVar("T")
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
 # How often a client waiting for a result re-reads the instance (see watch_finish).
 _FINISH_POLL_INTERVAL = 0.05
-# A transaction: a function of the connection, run on the connection's thread.
+# A transaction: a function of the connection, run in place or on the connection's thread.
 Transaction = Callable[[sqlite3.Connection], T]
 
 
@@ -121,6 +124,7 @@ class SqliteBackend(OpensAndCloses):
         # Guards _worker: open and close may race from several threads and loops.
         self._lock = threading.Lock()
         self._worker: ConnectionThread | None = None
+        self._checkpoints = CheckpointSchedule()
         self._stop_when_collected: weakref.finalize[[], SqliteBackend] | None = None
         notifiers = notifiers_for(self._path)
         self._notifier, self._finished = notifiers.work, notifiers.finish
@@ -170,6 +174,8 @@ class SqliteBackend(OpensAndCloses):
                 self._stop_when_collected.detach()
                 self._stop_when_collected = None
         if worker is not None:
+            # Leaves the WAL short for the next process, even if this one wrote little.
+            worker.run_later(checkpoint)
             try:
                 await worker.close()
             except sqlite3.Error as exc:
@@ -285,7 +291,8 @@ class SqliteBackend(OpensAndCloses):
                 busy_timeout=self._busy_timeout,
             )
 
-        return await self._run("claim_next", None, poll)
+        # On the thread only: poll's write transaction waits for the lock (busy_timeout).
+        return await self._run("claim_next", None, poll, here=False)
 
     async def renew(self, instance_id: str, token: int, ttl: float, now: float) -> bool:
         def transaction(conn: sqlite3.Connection) -> bool:
@@ -296,22 +303,23 @@ class SqliteBackend(OpensAndCloses):
 
     async def commit(self, instance_id: str, token: int, write: StepWrite) -> ControlRequest | None:
         # Encode everything before the transaction: a bad value fails with nothing begun.
-        params = sql.commit_params(instance_id, token, write)
+        new_status, params = sql.commit_params(instance_id, token, write)
         events = [sql.event_params(instance_id, event) for event in write.events]
 
         def transaction(conn: sqlite3.Connection) -> str | None:
+            status_to_store = new_status
             if write.status is Status.PAUSED:
                 # Rare (a pause settling): the pending request decides the stored status.
                 row = conn.execute(sql.SELECT_REQUEST, (instance_id, token)).fetchone()
                 pending = ControlRequest(row[0]) if row is not None and row[0] else None
-                params["status"] = settled_status(write.status, pending).value
+                status_to_store = settled_status(write.status, pending).value
             rows = conn.execute(sql.COMMIT_RECORD, params).fetchall()
             if not rows:
                 raise sql.refusal(conn, instance_id, token)
             status, request = rows[0]
             assert request is None or isinstance(request, str)
-            if status != params["status"]:
-                conn.execute(sql.SET_STATUS, (params["status"], instance_id))
+            if status != status_to_store:
+                conn.execute(sql.SET_STATUS, (status_to_store, instance_id))
             for key, payload in write.checkpoints:
                 try:
                     conn.execute(sql.INSERT_CHECKPOINT, (instance_id, key, payload))
@@ -323,8 +331,10 @@ class SqliteBackend(OpensAndCloses):
                     ) from exc
             if write.consumed_signal is not None:
                 conn.execute(sql.DELETE_SIGNAL, (write.consumed_signal, instance_id))
-            if events:
-                conn.executemany(sql.INSERT_EVENT, events)
+            # One execute each: executemany's setup costs more than it saves on one or
+            # two rows, a step's usual count.
+            for event in events:
+                conn.execute(sql.INSERT_EVENT, event)
             return request
 
         request = await self._write("commit", transaction)
@@ -442,26 +452,33 @@ class SqliteBackend(OpensAndCloses):
         self._notifier.notify()
         return updated
 
-    # -- the connection's thread ----------------------------------------------------
+    # -- the connection ---------------------------------------------------------------
 
-    async def _run(self, action: str, begin: str | None, transaction: Transaction[T]) -> T:
-        """Run ``transaction`` on the connection's thread, inside ``begin`` ... COMMIT.
+    async def _run(
+        self, action: str, begin: str | None, transaction: Transaction[T], *, here: bool = True
+    ) -> T:
+        """Run ``transaction`` inside ``begin`` ... COMMIT, in place if ``here`` and the
+        connection is idle and quick and no lock is in the way, else on its thread.
 
         Any exception rolls back; ``sqlite3`` errors surface as ``BackendError``.
         """
         worker = self._worker
         if worker is None or self._owner.moved_on:
             worker = await self._reopened_after_fork()
-        return await worker.call(
-            functools.partial(
-                transact,
-                transaction=transaction,
-                begin=begin,
-                path=self._path,
-                action=action,
-                busy_timeout=self._busy_timeout,
-            )
+        run = functools.partial(
+            transact,
+            transaction=transaction,
+            begin=begin,
+            path=self._path,
+            action=action,
+            busy_timeout=self._busy_timeout,
         )
+        result = await worker.call(
+            run, try_here=functools.partial(run, wait=False) if here else None
+        )
+        if begin == "BEGIN IMMEDIATE":
+            self._checkpoints.wrote(worker)
+        return result
 
     async def _write(self, action: str, transaction: Transaction[T]) -> T:
         # IMMEDIATE takes the write lock at BEGIN: a deferred transaction that later

@@ -1,10 +1,20 @@
-"""One ``sqlite3`` connection owned by one thread, so SQLite never blocks an event loop.
+"""One ``sqlite3`` connection served by one thread, so SQLite never stalls an event loop.
 
 ``sqlite3`` calls block: a commit waits for fsync, and a write waits up to
-``busy_timeout`` for another process's lock. ``ConnectionThread`` runs every call on its
-own thread (as aiosqlite does), in submission order, and hands the result back to the
+``busy_timeout`` for another process's lock. ``ConnectionThread`` runs calls on its own
+thread (as aiosqlite does), in submission order, and hands the result back to the
 caller's event loop; any loop in any thread may call it. The thread opens the
 connection itself, so opening (which may wait for locks too) happens off the loop.
+
+A hop to the thread and back costs two thread wake-ups and about 75,000 instructions,
+a tenth of a durable step's CPU (measured with callgrind on a chain of steps). So a
+call may first be tried where it was made (``try_here``) when nothing is queued or
+running on the connection and its recent calls took less than ``_QUICK`` on average
+(fsync included; calls on the thread are timed too, so a slow disk is noticed and so is
+its recovery). The attempt must not wait for a lock: it raises ``WouldWait``, the call
+goes to the thread, and so do the next ``_THREAD_ONLY_AFTER_REFUSAL`` calls, since
+another process is busy writing. So the loop is held about ``_QUICK`` per call at most,
+apart from the one call that finds the disk has turned slow.
 
 A call cancelled before its turn never runs; one already running finishes on the
 thread (a transaction is all or nothing) and its result is dropped.
@@ -26,6 +36,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -38,6 +49,19 @@ T = TypeVar("T")
 # How long a fork waits for calls in progress before copying the process anyway. A call
 # waiting for another process's lock may take busy_timeout; a fork should not.
 _FORK_QUIESCE_TIMEOUT = 1.0
+# Calls run in place only while recent ones took less than this on average (seconds,
+# fsync included). The average weighs each call 1/_RECENT_CALLS, so one outlier (a
+# preemption, a checkpoint's sync) does not send the next calls to the thread, and a
+# disk that turned slow does within a call or two.
+_QUICK = 0.001
+_RECENT_CALLS = 16
+# After a lock refusal, how many calls go straight to the thread.
+_THREAD_ONLY_AFTER_REFUSAL = 64
+
+
+class WouldWait(Exception):  # noqa: N818 - a signal between two functions, not an error
+    """Raised by a ``try_here`` attempt that would have to wait (for a lock); it has
+    left nothing behind, and the call runs on the thread instead."""
 
 
 class _Call(Generic[T]):
@@ -46,8 +70,8 @@ class _Call(Generic[T]):
     def __init__(
         self,
         function: Callable[[sqlite3.Connection], T],
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[T],
+        loop: asyncio.AbstractEventLoop | None,
+        future: asyncio.Future[T] | None,
     ) -> None:
         self.function = function
         self.loop = loop
@@ -55,7 +79,7 @@ class _Call(Generic[T]):
 
     def run(self, conn: sqlite3.Connection) -> None:
         # Read across threads on purpose: at worst a call cancelled this very moment runs.
-        if self.future.cancelled():
+        if self.future is not None and self.future.cancelled():
             return
         try:
             result = self.function(conn)
@@ -68,6 +92,8 @@ class _Call(Generic[T]):
         self._settle(_fail, error)
 
     def _settle(self, how: Callable[[asyncio.Future[Any], Any], None], value: object) -> None:
+        if self.loop is None or self.future is None:  # a call nobody waits for (background)
+            return
         # A RuntimeError: the caller's loop closed meanwhile, so nobody is waiting.
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(how, self.future, value)
@@ -86,9 +112,11 @@ def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
 class ConnectionThread:
     """A thread that opens one connection with ``connect`` and runs calls on it.
 
-    ``opened()`` waits for the connection; ``call(fn)`` runs ``fn(conn)`` on the thread;
-    ``close()`` runs the calls already submitted, then closes the connection.
-    ``not_open`` builds the error for a call made after close (or a failed open).
+    ``opened()`` waits for the connection; ``call(fn)`` runs ``fn(conn)`` on the thread
+    (or ``try_here(conn)`` on the caller's, see the module's docstring);
+    ``run_later(fn)`` queues ``fn(conn)`` with nobody waiting; ``close()`` runs the calls
+    already submitted, then closes the connection. ``not_open`` builds the error for a
+    call made after close (or a failed open).
     """
 
     def __init__(
@@ -100,11 +128,18 @@ class ConnectionThread:
     ) -> None:
         self._not_open = not_open
         self._calls: queue.SimpleQueue[_Call[Any] | None] = queue.SimpleQueue()
-        # Guards accepting: once close() or a failed open stops it, nothing is queued
-        # behind the final sentinel, so no call can wait forever.
+        # Guards accepting and _outstanding: once close() or a failed open stops it,
+        # nothing is queued behind the final sentinel, so no call can wait forever.
         self._accepting_lock = threading.Lock()
         self._accepting = True
-        # Held while a call runs; a fork takes it to wait for calls in progress.
+        # Calls queued and not yet finished: a call tried in place would overtake them.
+        self._outstanding = 0
+        # Mean duration of recent calls (see _QUICK), and how many more calls go to the
+        # thread after a lock refusal.
+        self._recent_duration = 0.0
+        self._thread_only = 0
+        # Held while a call runs (here or on the thread), and while the connection
+        # closes; a fork takes it to wait for calls in progress.
         self._running = threading.Lock()
         self._connected: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._closed: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -122,15 +157,49 @@ class ConnectionThread:
             return
         await asyncio.wrap_future(self._connected)
 
-    async def call(self, function: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``function(conn)`` on the thread, after every call submitted before it."""
+    async def call(
+        self,
+        function: Callable[[sqlite3.Connection], T],
+        *,
+        try_here: Callable[[sqlite3.Connection], T] | None = None,
+    ) -> T:
+        """Run ``function(conn)`` on the thread, after every call submitted before it.
+
+        With ``try_here``, first try ``try_here(conn)`` on the calling thread if the
+        connection is idle and has been quick; it raises ``WouldWait`` rather than wait
+        for a lock, and ``function`` then runs on the thread as usual.
+        """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
         with self._accepting_lock:
             if not self._accepting:
                 raise self._not_open()
-            self._calls.put(_Call(function, loop, future))
-        return await future
+            idle = self._take_if_idle() if try_here is not None else None
+            if idle is None:
+                future: asyncio.Future[T] = loop.create_future()
+                self._outstanding += 1
+                self._calls.put(_Call(function, loop, future))
+        if idle is None:
+            return await future
+        assert try_here is not None
+        try:
+            return self._timed(try_here, idle)
+        except WouldWait:
+            # Another connection holds a lock: it writes now and likely again soon, so
+            # the next calls wait on the thread rather than be refused here first.
+            self._thread_only = _THREAD_ONLY_AFTER_REFUSAL
+        finally:
+            self._running.release()
+        return await self.call(function)
+
+    def run_later(self, function: Callable[[sqlite3.Connection], object]) -> None:
+        """Queue ``function(conn)`` on the thread with nobody waiting; it must not raise.
+
+        Ignored once the thread is closing: what it would do is then not needed.
+        """
+        with self._accepting_lock:
+            if self._accepting:
+                self._outstanding += 1
+                self._calls.put(_Call(function, None, None))
 
     async def close(self) -> None:
         """Finish the calls already submitted, then close the connection (idempotent)."""
@@ -152,6 +221,32 @@ class ConnectionThread:
         # here; closing it could checkpoint or unlink files the parent still uses.
         keep_forever(self)
 
+    def _take_if_idle(self) -> sqlite3.Connection | None:
+        """The connection, with ``_running`` taken, if a call may run in place now.
+
+        Called under ``_accepting_lock``: open, nothing queued or running (so the call
+        overtakes nobody), recent calls quick, no lock refusal lately.
+        """
+        if (
+            self._conn is None
+            or self._outstanding
+            or self._thread_only
+            or self._recent_duration >= _QUICK
+        ):
+            return None
+        return self._conn if self._running.acquire(blocking=False) else None
+
+    def _timed(self, function: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+        """``function(conn)``, its duration counted in the recent average."""
+        started = time.perf_counter()
+        try:
+            return function(conn)
+        finally:
+            took = time.perf_counter() - started
+            self._recent_duration += (took - self._recent_duration) / _RECENT_CALLS
+            if self._thread_only:
+                self._thread_only -= 1
+
     def _serve(self, connect: Callable[[], sqlite3.Connection]) -> None:
         try:
             conn = connect()
@@ -165,9 +260,15 @@ class ConnectionThread:
         self._connected.set_result(None)
         while (item := self._calls.get()) is not None:
             with self._running:
-                item.run(conn)
+                if item.loop is None:  # background work says nothing of a call's time
+                    item.run(conn)
+                else:
+                    self._timed(item.run, conn)
+            with self._accepting_lock:
+                self._outstanding -= 1
         try:
-            conn.close()
+            with self._running:  # a call tried in place may still be running
+                conn.close()
         except sqlite3.Error as exc:
             self._closed.set_exception(exc)
         else:

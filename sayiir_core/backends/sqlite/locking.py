@@ -1,12 +1,14 @@
 """SQLite's locks: retry what SQLite refuses without waiting, and say what happened.
 
-``busy_timeout`` makes SQLite wait for another connection's lock, but not always: it
-answers ``database is locked`` at once, without calling the busy handler, when waiting
-could deadlock (a read transaction asking for the write lock), while switching a file
-to WAL, and while another process recovers or resets the WAL. Processes opening a new
-file together hit those cases. ``retry_while_busy`` retries such refusals until
-``busy_timeout`` has passed since the first try, so ``busy_timeout`` bounds the whole
-operation however SQLite reported the lock.
+SQLite's own ``busy_timeout`` is kept at 0 on our connections: a call tried on the
+event loop's thread (``connection.ConnectionThread.call``'s ``try_here``) must be refused
+at once rather than wait for another connection's lock. Waiting happens on the
+connection's thread: ``retry_while_busy`` retries a refusal, and from the second try lets
+SQLite wait for the time left. That also covers the refusals SQLite answers at once
+whatever its timeout (a read transaction asking for the write lock, switching a file to
+WAL, another process recovering or resetting the WAL), which processes opening a new
+file together hit. So ``busy_timeout`` bounds the whole operation however SQLite
+reported the lock.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from sayiir_core.backends.sqlite.connection import WouldWait
 from sayiir_core.backends.sqlite.statements import rollback
 from sayiir_core.errors import BackendError
 
@@ -86,7 +89,7 @@ def retry_while_busy(
             attempts += 1
     finally:
         if narrowed:
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            conn.execute("PRAGMA busy_timeout = 0")
 
 
 def transact(
@@ -97,12 +100,14 @@ def transact(
     path: Path,
     action: str,
     busy_timeout: float,
+    wait: bool = True,
 ) -> T:
     """``transaction(conn)`` inside ``begin`` ... ``COMMIT`` (or none), on ``conn``'s thread.
 
     Any exception rolls back. A refusal for a lock is retried until ``busy_timeout``
-    (a rolled-back attempt leaves nothing behind); ``sqlite3`` errors surface as
-    ``BackendError`` naming the file and ``action``.
+    (a rolled-back attempt leaves nothing behind), or with ``wait=False`` raises
+    ``WouldWait`` at once; ``sqlite3`` errors surface as ``BackendError`` naming the
+    file and ``action``.
     """
 
     def attempt() -> T:
@@ -118,7 +123,14 @@ def transact(
         return result
 
     try:
-        return retry_while_busy(conn, attempt, busy_timeout=busy_timeout)
+        if wait:
+            return retry_while_busy(conn, attempt, busy_timeout=busy_timeout)
+        try:
+            return attempt()
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                raise WouldWait from exc
+            raise
     except sqlite3.Error as exc:
         raise backend_error(path, action, exc, busy_timeout) from exc
 

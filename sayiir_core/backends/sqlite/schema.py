@@ -47,7 +47,10 @@ def open_database(path: Path, *, synchronous: str, busy_timeout: float) -> sqlit
     deadline = time.monotonic() + busy_timeout
     try:
         # isolation_level=None: no implicit BEGIN; every transaction here is explicit.
-        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        # timeout=0: SQLite never waits for a lock itself; locking.retry_while_busy
+        # does, on the connection's thread. check_same_thread=False: a call may run on
+        # the caller's thread (ConnectionThread), one at a time under its lock.
+        conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise backend_error(path, "open", exc, busy_timeout) from exc
     try:
@@ -64,6 +67,9 @@ def open_database(path: Path, *, synchronous: str, busy_timeout: float) -> sqlit
                 f"(SQLite answered {mode!r}); is it on a network or read-only filesystem?"
             )
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        # Checkpoints run on the connection's thread (checkpoints.py), never inside a
+        # commit that may be running on an event loop's thread.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         retry_while_busy(
             conn,
             lambda: migrate(conn, time.time()),
