@@ -9,12 +9,12 @@ controlling instances is ``InstanceControl``'s part; a runner holds one as ``con
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 from sayiir_core.backends.base import (
@@ -36,6 +36,7 @@ from sayiir_core.runtime.control import InstanceControl, refuse_another_workflow
 from sayiir_core.runtime.convert import snapshot_from, status_from
 from sayiir_core.runtime.executor import Executor
 from sayiir_core.runtime.history import EventListener
+from sayiir_core.runtime.lease_heartbeat import LeaseHeartbeat
 from sayiir_core.runtime.runner import DURABLE_RUN, InstanceRunner, ParkPolicy
 from sayiir_core.status import Status, WorkflowStatus
 from sayiir_core.telemetry.instances import (
@@ -44,15 +45,12 @@ from sayiir_core.telemetry.instances import (
     observe_instance,
     tracing_on,
 )
-from sayiir_core.telemetry.logs import InstanceLogger
 from sayiir_core.telemetry.otel import any_on
 from sayiir_core.telemetry.propagation import stored_trace_context
 from sayiir_core.workflow.require import require_workflow
 from sayiir_core.workflow.workflow import Workflow
 
 DEFAULT_LEASE_TTL = 60.0
-
-logger = logging.getLogger("sayiir.engine")
 
 
 def default_owner_id() -> str:
@@ -97,6 +95,14 @@ class DurableRunner:
         self.lease_ttl = lease_ttl
         self.on_event = on_event
         self._clock = clock
+        # A run's statements follow one another: on a backend that offers
+        # hold_connection() (PostgreSQL), they share one connection instead of taking
+        # one from the pool each. getattr, not a runtime Protocol check: that costs
+        # microseconds per run, which an in-memory run notices.
+        hold = getattr(backend, "hold_connection", None)
+        self._hold: Callable[[], AbstractAsyncContextManager[None]] = (
+            hold if hold is not None else nullcontext
+        )
 
     async def open(self) -> None:
         """Open the backend once per process."""
@@ -113,6 +119,16 @@ class DurableRunner:
         """Create the instance and run it here until it finishes or parks."""
         require_workflow(workflow, "run()")
         await self.open()
+        async with self._hold():
+            return await self._create_and_run(workflow, instance_id, input_value, conflict_policy)
+
+    async def _create_and_run(
+        self,
+        workflow: Workflow,
+        instance_id: str,
+        input_value: Any,
+        conflict_policy: str | ConflictPolicy | None,
+    ) -> WorkflowStatus:
         new = self.control.new_instance(
             workflow,
             instance_id,
@@ -136,6 +152,12 @@ class DurableRunner:
         """Take the instance over (whoever held it) and continue from its last checkpoint."""
         require_workflow(workflow, "resume()")
         await self.open()
+        async with self._hold():
+            return await self._take_over(workflow, instance_id, allow_definition_change)
+
+    async def _take_over(
+        self, workflow: Workflow, instance_id: str, allow_definition_change: bool
+    ) -> WorkflowStatus:
         record = await self.control.require(instance_id)
         check_definition(workflow, record, allow_definition_change)
         if record.status.is_terminal or (
@@ -179,9 +201,10 @@ class DurableRunner:
             first = CancelRequested()
         elif record.control_request is ControlRequest.PAUSE:
             first = PauseRequested()
-        return await self._run_owned(
-            workflow, record, snapshot, claim.token, first, park=park, stop=stop
-        )
+        async with self._hold():
+            return await self._run_owned(
+                workflow, record, snapshot, claim.token, first, park=park, stop=stop
+            )
 
     async def _rebind(self, claim: Claim, workflow: Workflow) -> None:
         """Record that the instance now runs under ``workflow``'s definition."""
@@ -295,7 +318,15 @@ class DurableRunner:
         sink: ClaimedSink,
     ) -> None:
         run = asyncio.ensure_future(runner.run(first))
-        heartbeat = asyncio.create_task(self._heartbeat(instance_id, token, run, sink))
+
+        def lost() -> None:
+            sink.lost = True
+            run.cancel()
+
+        heartbeat = LeaseHeartbeat(
+            self.backend, instance_id, token, self.lease_ttl, self._clock, lost
+        )
+        heartbeat.start()
         try:
             await run
         except asyncio.CancelledError:
@@ -307,7 +338,7 @@ class DurableRunner:
                 ) from None
             raise
         finally:
-            heartbeat.cancel()
+            heartbeat.stop()
             run.cancel()
 
     async def _should_go_on(self, instance_id: str, runner: InstanceRunner) -> bool:
@@ -320,28 +351,6 @@ class DurableRunner:
             if await self.backend.next_signal(instance_id, name) is not None:
                 return True
         return False
-
-    async def _heartbeat(
-        self, instance_id: str, token: int, run: asyncio.Future[Snapshot], sink: ClaimedSink
-    ) -> None:
-        interval = self.lease_ttl / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                renewed = await self.backend.renew(
-                    instance_id, token, self.lease_ttl, self._clock()
-                )
-            except Exception:
-                # The database is unreachable for now: try again at the next beat; the
-                # lease still has two beats to run before anyone may take it over.
-                InstanceLogger(logger, instance_id).warning(
-                    "instance %r: lease renewal failed; retrying", instance_id
-                )
-                continue
-            if not renewed:
-                sink.lost = True
-                run.cancel()
-                return
 
 
 def check_definition(workflow: Workflow, record: InstanceRecord, allow_change: bool) -> None:

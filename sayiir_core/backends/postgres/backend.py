@@ -199,6 +199,12 @@ class PostgresBackend(StepQueueByDelegation, OpensAndCloses):
         self._session.pool()
         return self._finish_listener.watch(instance_id, _FINISH_POLL_INTERVAL)
 
+    def hold_connection(self) -> AbstractAsyncContextManager[None]:
+        """Within this block, the task's statements keep one pooled connection between
+        them instead of acquiring one each (``DurableRunner`` wraps a run in it). It is
+        given back whenever another operation needs it; see ``holds.py``."""
+        return self._session.hold()
+
     async def create(self, new: NewInstance, policy: ConflictPolicy) -> tuple[InstanceRecord, bool]:
         self._check_size(new.input, f"the input of workflow instance {new.instance_id!r}")
         fresh, started = new_record(new)

@@ -21,13 +21,13 @@ from sayiir_core.backends.base import (
 )
 from sayiir_core.backends.postgres.statements import MUTABLE_COLUMNS, RECORD_WIDTH
 from sayiir_core.backends.rows import (
-    commit_effects,
     error_json,
     record_from_row,
     record_values,
     to_json,
 )
 from sayiir_core.errors import LeaseLostError, PayloadTooLargeError
+from sayiir_core.status import Status
 
 
 def insert_params(
@@ -107,20 +107,29 @@ def commit_params(
     channel: str,
     done_channel: str,
 ) -> list[Any]:
-    """Parameters for ``Statements.commit``, in ``$n`` order."""
-    after = commit_effects(write)
+    """Parameters for ``Statements.commit``, in ``$n`` order.
+
+    What the commit clears is ``rules.committed_record``'s rule (a finished or paused
+    instance settles its control request; a released or finished one drops its claim),
+    spelled out here: building the whole record to read it (``rows.commit_effects``)
+    cost more than every other parameter together. tests/unit/test_postgres_commit_params
+    holds the two together.
+    """
+    terminal = write.status.is_terminal
+    settled = terminal or write.status is Status.PAUSED
+    released = write.release or terminal
     return [
         instance_id,
         token,
         write.status.value,
-        to_json(after.control, "control state"),
-        after.output,
-        error_json(after.error),
-        after.wake_at,
-        after.updated_at,
-        after.control_request is None,
-        after.owner is None,
-        after.lease_until is None,
+        to_json(dict(write.control), "control state"),
+        write.output,
+        error_json(write.error),
+        write.wake_at,
+        write.now,
+        settled,
+        released,
+        released,
         write.definition_hash,
         *checkpoint_params(write.checkpoints),
         events_json(write.events),

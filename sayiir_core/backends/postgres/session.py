@@ -16,6 +16,10 @@ went wrong and decides whether the operation may run again:
   again). A write without ``resolve`` raises ``BackendError`` saying so instead of
   risking doing it twice.
 
+Each operation takes a pooled connection and gives it back, unless it runs inside
+``hold()`` (a durable run's statements): then the task keeps the connection between
+its statements for as long as nobody else needs it (``holds.py``).
+
 The pool belongs to one event loop and one process. After ``os.fork()`` the child's
 ``open()`` forgets the parent's pool without closing it (see ``backends.forks``) and
 opens its own; until then every operation in the child says to call ``open()``.
@@ -29,41 +33,26 @@ import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 
 from sayiir_core.backends.forks import ProcessOwner, keep_forever
 from sayiir_core.backends.postgres.address import Address
+from sayiir_core.backends.postgres.attempts import Attempt, Done, connection_lost, settle_on
+from sayiir_core.backends.postgres.holds import HeldConnections, Hold, current_hold
 from sayiir_core.backends.postgres.options import PoolOptions, StaleConnectionError
 from sayiir_core.errors import BackendError, WorkflowError
+
+# Attempt and Done live in attempts.py; the statements' modules import them from here.
+__all__ = ["Attempt", "Done", "Session", "abandon"]
 
 logger = logging.getLogger("sayiir.postgres")
 
 T = TypeVar("T")
 _ATTEMPTS = 4
 _BACKOFF = (0.05, 0.25, 1.0)
-# How long settle waits for the server process that ran an in-doubt write to exit.
-_SETTLE_TIMEOUT_MS = 5_000
-# Server errors that mean "this connection is gone or not yet possible", not "your SQL
-# failed": admin_shutdown / crash_shutdown / cannot_connect_now (class 57P) and the
-# whole connection_exception class 08.
-_LOST_SERVER_ERRORS: tuple[type[Exception], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
-)
-
 _CLOSE_TIMEOUT = 5.0  # seconds a graceful pool close may take
-
-
-@dataclass(frozen=True, slots=True)
-class Done(Generic[T]):
-    """``resolve``'s answer when the in-doubt write was applied: ``value`` is its result."""
-
-    value: T
 
 
 if TYPE_CHECKING:
@@ -83,37 +72,6 @@ async def _keep_session(conn: Conn) -> None:
     pooled connections (LISTEN has its own connection, locks are transaction-level),
     and asyncpg still rolls back any open transaction before calling this hook.
     """
-
-
-class Attempt:
-    """One try of an operation on one connection; tracks whether a write is in doubt."""
-
-    __slots__ = ("in_doubt", "pid", "statement")
-
-    def __init__(self) -> None:
-        self.pid: int | None = None
-        self.in_doubt = False
-        self.statement = ""
-
-    async def write(self, conn: Conn, statement: str, *args: Any) -> list[Any]:
-        """Run one autocommit write; from here on a lost connection leaves it in doubt."""
-        self.in_doubt, self.statement = True, statement
-        return list(await conn.fetch(statement, *args))
-
-    @asynccontextmanager
-    async def transaction(self, conn: Conn) -> Any:
-        """A transaction that is in doubt only once its ``COMMIT`` is on the wire."""
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
-            yield
-        except BaseException:
-            # On a dead connection the rollback fails too; the server rolls back anyway.
-            with suppress(Exception):
-                await transaction.rollback()
-            raise
-        self.in_doubt, self.statement = True, "COMMIT"
-        await transaction.commit()
 
 
 class Session:
@@ -155,6 +113,7 @@ class Session:
         self._opening: asyncio.Task[None] | None = None
         self._owner = ProcessOwner()
         self._fork_hooks: list[Callable[[], None]] = []
+        self._held = HeldConnections(options.max_lifetime, options.acquire_timeout)
 
     def on_fork(self, drop_inherited: Callable[[], None]) -> None:
         """Have ``drop_inherited`` forget its own connections when this process drops a
@@ -172,6 +131,7 @@ class Session:
         keep_forever(self._pool, self._opening, self._loop)
         self._pool, self._opening, self._loop = None, None, None
         self._guard = threading.Lock()  # another thread may have held it at the fork
+        keep_forever(self._retire_holds())
         for drop_inherited in self._fork_hooks:
             drop_inherited()
 
@@ -200,6 +160,7 @@ class Session:
                 # close()): its pool is unusable; drop it and open on this loop.
                 if self._pool is not None:
                     abandon(self._pool)
+                self._retire_holds()
                 self._pool, self._opening, self._loop = None, None, None
             if self._pool is not None:
                 return
@@ -251,9 +212,13 @@ class Session:
         with self._guard:
             pool, loop = self._pool, self._loop
             self._pool, self._opening, self._loop = None, None, None
+        held = self._retire_holds()
         if pool is None:
             return
         if loop is asyncio.get_running_loop():
+            for conn in held:  # else a graceful close would wait for them
+                with suppress(Exception):
+                    await pool.release(conn, timeout=self.options.acquire_timeout)
             try:
                 # A graceful close waits for the server to confirm; over a dead network
                 # that never comes, so give up after a while and drop the sockets.
@@ -307,13 +272,15 @@ class Session:
         for number in range(_ATTEMPTS):
             attempt = Attempt()
             try:
-                # self.connection(...) spelled out: this is every statement's path.
-                conn = await self._acquire(pool, action)
+                conn, hold = await self._take(pool, action)
                 try:
                     attempt.pid = conn.get_server_pid()
-                    return await body(conn, attempt)
-                finally:
-                    await pool.release(conn, timeout=self.options.acquire_timeout)
+                    result = await body(conn, attempt)
+                except BaseException:
+                    await self._give(pool, conn, hold, succeeded=False)
+                    raise
+                await self._give(pool, conn, hold, succeeded=True)
+                return result
             except TimeoutError as exc:
                 # command_timeout: asyncpg cancels the statement. Not retried (the server
                 # is slow, not gone), but an in-doubt write still learns what happened.
@@ -324,7 +291,7 @@ class Session:
                     raise self.failure(action, exc) from exc
                 raise self.failure(action, exc, doubtful=attempt.in_doubt) from exc
             except Exception as exc:
-                if not _connection_lost(exc):
+                if not connection_lost(exc):
                     if isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
                         raise self.failure(action, exc) from exc
                     raise
@@ -359,12 +326,12 @@ class Session:
         for number in range(_ATTEMPTS):
             try:
                 async with self.connection(pool, action) as conn:
-                    await self._settle_on(conn, attempt)
+                    await settle_on(conn, attempt)
                     return await resolve(conn)
             except WorkflowError:
                 raise  # resolve's own verdict, e.g. LeaseLostError
             except Exception as exc:
-                if not _connection_lost(exc) or number == _ATTEMPTS - 1:
+                if not connection_lost(exc) or number == _ATTEMPTS - 1:
                     raise self.failure(action, cause, doubtful=True) from exc
                 await asyncio.sleep(_BACKOFF[min(number, len(_BACKOFF) - 1)])
         raise AssertionError("unreachable")  # pragma: no cover
@@ -372,7 +339,57 @@ class Session:
     async def _settle(self, pool: asyncpg.Pool, attempt: Attempt) -> None:
         with suppress(Exception):
             async with self.connection(pool, "settle") as conn:
-                await self._settle_on(conn, attempt)
+                await settle_on(conn, attempt)
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Within this block, this task's statements keep one pooled connection between
+        them (see ``holds.py``); nested blocks share the outer one."""
+        if self._held.current() is not None:
+            yield
+            return
+        hold = Hold(self._held)
+        reset = current_hold.set(hold)
+        try:
+            yield
+        finally:
+            current_hold.reset(reset)
+            conn = hold.registry.close(hold)
+            pool = self._pool
+            # A retired registry's connections were dealt with when its pool closed.
+            if conn is not None and pool is not None and not hold.registry.retired:
+                # The run is over whatever happens here; a connection the pool cannot
+                # take back is the pool's to terminate.
+                with suppress(Exception):
+                    await pool.release(conn, timeout=self.options.acquire_timeout)
+
+    def _retire_holds(self) -> list[PoolConnectionProxy[asyncpg.Record]]:
+        """A fresh registry for the next pool; the idle held connections of this one."""
+        retired, self._held = (
+            self._held,
+            HeldConnections(self.options.max_lifetime, self.options.acquire_timeout),
+        )
+        return retired.retire()
+
+    async def _take(
+        self, pool: asyncpg.Pool, action: str
+    ) -> tuple[PoolConnectionProxy[asyncpg.Record], Hold | None]:
+        """A connection for one statement: the held one if the task has a free hold."""
+        hold = self._held.usable()
+        if hold is None:
+            return await self._acquire(pool, action), None
+        return await hold.registry.take(hold, pool, lambda: self._acquire(pool, action)), hold
+
+    async def _give(
+        self,
+        pool: asyncpg.Pool,
+        conn: PoolConnectionProxy[asyncpg.Record],
+        hold: Hold | None,
+        *,
+        succeeded: bool,
+    ) -> None:
+        if hold is None or not hold.registry.keep(hold, conn, succeeded=succeeded):
+            await pool.release(conn, timeout=self.options.acquire_timeout)
 
     @asynccontextmanager
     async def connection(self, pool: asyncpg.Pool, action: str) -> AsyncIterator[Conn]:
@@ -389,6 +406,13 @@ class Session:
     ) -> PoolConnectionProxy[asyncpg.Record]:
         deadline = asyncio.get_running_loop().time() + self.options.acquire_timeout
         while True:
+            held = self._held
+            if held.idle and _exhausted(pool):
+                # Every connection is out: take back one a run holds between statements.
+                reclaimed = held.reclaim()
+                if reclaimed is not None:
+                    await pool.release(reclaimed, timeout=self.options.acquire_timeout)
+            held.waiting += 1
             try:
                 # Not acquire(timeout=...): asyncpg then runs the acquire in an asyncio task
                 # of its own (wait_for), one more task and two more turns of the event
@@ -404,35 +428,9 @@ class Session:
                     f"max_connections={self.options.max_connections} busy, or connecting "
                     "took that long)"
                 ) from None
+            finally:
+                held.waiting -= 1
             return conn
-
-    @staticmethod
-    async def _settle_on(conn: Conn, attempt: Attempt) -> None:
-        """Make sure the server process that ran the in-doubt write has finished it.
-
-        The client losing its connection does not stop the server: the statement may
-        still be running (e.g. waiting for a row lock) and commit after we look. So if
-        that process is still active on our statement, terminate it and wait (PostgreSQL
-        14+ ``pg_terminate_backend(pid, timeout)``); an idle or exited process has
-        committed or rolled back already. Matching the statement text as well as the
-        pid guards against a recycled pid.
-        """
-        terminated = await conn.fetchval(
-            """
-            SELECT bool_and(pg_terminate_backend(pid, $3))
-            FROM pg_stat_activity
-            WHERE pid = $1 AND state = 'active' AND usename = current_user
-              AND left(query, 120) = left($2, 120)
-            """,
-            attempt.pid,
-            attempt.statement,
-            _SETTLE_TIMEOUT_MS,
-        )
-        if terminated is False:
-            raise BackendError(
-                f"the server process {attempt.pid} still runs an interrupted write after "
-                f"{_SETTLE_TIMEOUT_MS} ms"
-            )
 
     def failure(self, action: str, exc: BaseException, *, doubtful: bool = False) -> BackendError:
         if isinstance(exc, TimeoutError):
@@ -454,11 +452,6 @@ def abandon(resource: asyncpg.Pool | asyncpg.Connection) -> None:
         resource.terminate()
 
 
-def _connection_lost(exc: BaseException) -> bool:
-    if isinstance(exc, TimeoutError):
-        return False
-    if isinstance(exc, (OSError, *_LOST_SERVER_ERRORS)):
-        return True
-    # "connection is closed" / "connection was closed in the middle of operation";
-    # other InterfaceErrors (e.g. "another operation is in progress") are bugs.
-    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+def _exhausted(pool: asyncpg.Pool) -> bool:
+    """Whether an acquire would wait: every connection the pool may have is in use."""
+    return pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
