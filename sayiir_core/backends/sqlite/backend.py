@@ -6,12 +6,9 @@ every write runs in ``BEGIN IMMEDIATE`` (the write lock is taken up front, so tw
 writers queue on ``busy_timeout`` instead of failing on a lock upgrade), and claim
 tokens fence out a worker whose lease was taken over.
 
-No call stalls the event loop: each backend object has one connection, served by its
-own thread (``ConnectionThread``); a transaction runs in place only while the
-connection is idle and its commits are quick (under a millisecond, fsync included),
-and never waits there for a lock; everything else, lock waits and slow disks included,
-runs on the thread. Any event loop in any thread may use the object. After ``os.fork()``
-the child leaves the parent's connection alone and opens its own on first use.
+The connection, its thread and what runs in place on the event loop are ``file.py``'s
+(``SqliteFile``): no call waits on the loop for a lock or a slow disk. Any event loop
+in any thread may use the object.
 
 Each method reads as "transaction, rule, write": the transaction is a plain function of
 the connection, run by ``_run``, and in-process wake-ups follow it.
@@ -21,13 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import sqlite3
-import threading
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sayiir_core.backends.base import (
@@ -40,11 +33,9 @@ from sayiir_core.backends.base import (
     InstanceRecord,
     LoadedInstance,
     NewInstance,
-    OpensAndCloses,
     StepWrite,
 )
-from sayiir_core.backends.forks import ProcessOwner
-from sayiir_core.backends.notify import FinishWatch, notifiers_for
+from sayiir_core.backends.notify import FinishWatch
 from sayiir_core.backends.rows import event_from_row, record_from_row, record_values
 from sayiir_core.backends.rules import (
     apply_control_request,
@@ -64,24 +55,19 @@ from sayiir_core.backends.rules import (
 )
 from sayiir_core.backends.sqlite import statements as sql
 from sayiir_core.backends.sqlite import stats
-from sayiir_core.backends.sqlite.checkpoints import CheckpointSchedule, checkpoint
-from sayiir_core.backends.sqlite.connection import ConnectionThread
-from sayiir_core.backends.sqlite.locking import backend_error, transact
-from sayiir_core.backends.sqlite.schema import open_database
+from sayiir_core.backends.sqlite.file import SqliteFile
+from sayiir_core.backends.sqlite.locking import transact
 from sayiir_core.backends.stats import ReadyBacklog
-from sayiir_core.errors import BackendError, LeaseLostError
+from sayiir_core.errors import LeaseLostError
 from sayiir_core.status import Status
 
 T = TypeVar("T")
 
-SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
 # How often a client waiting for a result re-reads the instance (see watch_finish).
 _FINISH_POLL_INTERVAL = 0.05
-# A transaction: a function of the connection, run in place or on the connection's thread.
-Transaction = Callable[[sqlite3.Connection], T]
 
 
-class SqliteBackend(OpensAndCloses):
+class SqliteBackend(SqliteFile):
     """A durable backend in one SQLite file; the default for the CLI and examples.
 
     ``synchronous`` is SQLite's durability setting: ``FULL`` (default) syncs the WAL on
@@ -102,84 +88,8 @@ class SqliteBackend(OpensAndCloses):
         status = run_durable_workflow(wf, "order-1", {"id": 1}, backend=backend)
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        synchronous: str = "FULL",
-        busy_timeout: float = 30.0,
-    ) -> None:
-        mode = synchronous.upper()
-        if mode not in SYNCHRONOUS_MODES:
-            raise ValueError(
-                f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}"
-            )
-        if busy_timeout < 0:
-            raise ValueError(f"busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
-        # Absolute now, so messages name the real file and a later chdir changes nothing.
-        self._path = Path(path).absolute()
-        self._synchronous = mode
-        self._busy_timeout = float(busy_timeout)
-        self._owner = ProcessOwner()
-        # Guards _worker: open and close may race from several threads and loops.
-        self._lock = threading.Lock()
-        self._worker: ConnectionThread | None = None
-        self._checkpoints = CheckpointSchedule()
-        self._stop_when_collected: weakref.finalize[[], SqliteBackend] | None = None
-        notifiers = notifiers_for(self._path)
-        self._notifier, self._finished = notifiers.work, notifiers.finish
-
     def __repr__(self) -> str:
         return f"SqliteBackend({str(self._path)!r}, synchronous={self._synchronous!r})"
-
-    @property
-    def path(self) -> Path:
-        """The database file."""
-        return self._path
-
-    async def open(self) -> None:
-        """Create the file and its directory if needed, then apply pending migrations."""
-        self._leave_parent_after_fork()
-        with self._lock:
-            worker = self._worker
-            if worker is None:
-                worker = self._worker = ConnectionThread(
-                    functools.partial(
-                        open_database,
-                        self._path,
-                        synchronous=self._synchronous,
-                        busy_timeout=self._busy_timeout,
-                    ),
-                    name=f"sayiir-sqlite:{self._path.name}",
-                    not_open=functools.partial(_not_open, self._path),
-                )
-                # A backend dropped without close() still lets its thread end. Nothing
-                # of the backend is in the thread's reach, so it can be collected.
-                self._stop_when_collected = weakref.finalize(self, worker.stop)
-                self._stop_when_collected.atexit = False
-        try:
-            await worker.opened()
-        except Exception:
-            # The thread has stopped; the next open() starts afresh.
-            with self._lock:
-                if self._worker is worker:
-                    self._worker = None
-            raise
-
-    async def close(self) -> None:
-        self._leave_parent_after_fork()
-        with self._lock:
-            worker, self._worker = self._worker, None
-            if self._stop_when_collected is not None:
-                self._stop_when_collected.detach()
-                self._stop_when_collected = None
-        if worker is not None:
-            # Leaves the WAL short for the next process, even if this one wrote little.
-            worker.run_later(checkpoint)
-            try:
-                await worker.close()
-            except sqlite3.Error as exc:
-                raise backend_error(self._path, "close", exc, self._busy_timeout) from exc
 
     async def wait_for_work(self, max_wait: float) -> None:
         # Wakes at once for work made runnable in this process; other processes' work
@@ -452,65 +362,6 @@ class SqliteBackend(OpensAndCloses):
         self._notifier.notify()
         return updated
 
-    # -- the connection ---------------------------------------------------------------
-
-    async def _run(
-        self, action: str, begin: str | None, transaction: Transaction[T], *, here: bool = True
-    ) -> T:
-        """Run ``transaction`` inside ``begin`` ... COMMIT, in place if ``here`` and the
-        connection is idle and quick and no lock is in the way, else on its thread.
-
-        Any exception rolls back; ``sqlite3`` errors surface as ``BackendError``.
-        """
-        worker = self._worker
-        if worker is None or self._owner.moved_on:
-            worker = await self._reopened_after_fork()
-        run = functools.partial(
-            transact,
-            transaction=transaction,
-            begin=begin,
-            path=self._path,
-            action=action,
-            busy_timeout=self._busy_timeout,
-        )
-        result = await worker.call(
-            run, try_here=functools.partial(run, wait=False) if here else None
-        )
-        if begin == "BEGIN IMMEDIATE":
-            self._checkpoints.wrote(worker)
-        return result
-
-    async def _write(self, action: str, transaction: Transaction[T]) -> T:
-        # IMMEDIATE takes the write lock at BEGIN: a deferred transaction that later
-        # upgrades can fail with SQLITE_BUSY at once instead of waiting busy_timeout.
-        return await self._run(action, "BEGIN IMMEDIATE", transaction)
-
-    async def _reopened_after_fork(self) -> ConnectionThread:
-        """Open a connection of this process's own if the parent's was open."""
-        if self._worker is None:
-            raise _not_open(self._path)
-        await self.open()
-        worker = self._worker
-        if worker is None:  # closed meanwhile by another task
-            raise _not_open(self._path)
-        return worker
-
-    def _leave_parent_after_fork(self) -> None:
-        """In a forked child, forget the parent's connection without touching it."""
-        self._owner.claim(self._drop_inherited)
-
-    def _drop_inherited(self) -> None:
-        # The parent's lock may have been held by one of its threads at the fork.
-        self._lock = threading.Lock()
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.abandon()
-        if self._stop_when_collected is not None:
-            self._stop_when_collected.detach()
-            self._stop_when_collected = None
-        notifiers = notifiers_for(self._path)
-        self._notifier, self._finished = notifiers.work, notifiers.finish
-
     # -- BackendStats (see backends/stats.py): one read each ----------------------------
 
     async def count_by_status(self) -> dict[Status, int]:
@@ -520,7 +371,3 @@ class SqliteBackend(OpensAndCloses):
         return await self._run(
             "ready_backlog", "BEGIN", functools.partial(stats.ready_backlog, now=now)
         )
-
-
-def _not_open(path: Path) -> BackendError:
-    return BackendError(f"SqliteBackend({str(path)!r}) is not open; call open() first")
