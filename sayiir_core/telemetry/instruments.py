@@ -4,18 +4,19 @@ Names follow OpenTelemetry's conventions (dotted, unit in ``unit``); a Prometheu
 exporter turns ``sayiir.steps.started`` into ``sayiir_steps_started_total``. Attributes
 are the workflow and task ids only: instance ids would give every instance a series.
 
-The step counters are the hot path (three measurements per attempt), and the SDK's
-synchronous ``Counter.add`` hashes and cleans the attribute set on every call. So they
-are observable counters instead: an attempt bumps a plain count under a lock
-(``Tally.add``), and the SDK reads the cumulative counts when it collects. Same
-metric, same names and attributes, for a fraction of the cost per attempt.
+The step counters are the hot path (two or three measurements per attempt), and the
+SDK's synchronous ``Counter.add`` copies, hashes and aggregates the attribute set on
+every call (~80k instructions). So they are observable counters instead: an attempt
+bumps plain counts in its thread's own table (``StepCounts``), and the SDK reads the
+cumulative sums when it collects. Same metrics, same names and attributes, for ~1/40 of
+the cost per attempt.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from threading import get_ident
 from typing import TYPE_CHECKING
 
 from sayiir_core.telemetry import otel
@@ -28,40 +29,56 @@ StepKey = tuple[str, str]
 """``(workflow id, task id)``: the attribute set of the step metrics."""
 
 
-class Tally:
-    """Monotonic counts per ``(workflow id, task id)``, observed by an observable counter."""
+STARTED, COMPLETED, FAILED, RETRIED = range(4)
+"""The columns of a ``StepCounts`` row."""
 
-    __slots__ = ("_counts", "_lock")
+
+class StepCounts:
+    """Monotonic attempt counts per ``(workflow id, task id)``: started, completed,
+    failed, retried (a row of four), read by four observable counters.
+
+    No lock on the hot path: each thread counts in a table of its own, which only it
+    writes (a thread id reused after a thread ended inherits a table nobody else
+    writes), and a collection sums the tables, copying each in one step. Counts only
+    grow, so sums read later are never smaller.
+    """
+
+    __slots__ = ("_tables",)
 
     def __init__(self) -> None:
-        self._counts: dict[StepKey, int] = {}
-        # Several event loops (threads) may run steps at once: += is not atomic.
-        self._lock = threading.Lock()
+        self._tables: dict[int, dict[StepKey, list[int]]] = {}
 
-    def add(self, key: StepKey) -> None:
-        with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + 1
+    def row(self, key: StepKey) -> list[int]:
+        """This thread's row for ``key``: add to its columns (only from this thread)."""
+        table = self._tables.get(get_ident())
+        if table is None:
+            table = self._tables.setdefault(get_ident(), {})
+        row = table.get(key)
+        if row is None:
+            row = table[key] = [0, 0, 0, 0]
+        return row
 
-    def count(self, key: StepKey) -> int:
-        return self._counts.get(key, 0)
+    def observer(self, column: int) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        """The callback of the observable counter of ``column``."""
 
-    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        from opentelemetry.metrics import Observation
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            from opentelemetry.metrics import Observation
 
-        with self._lock:
-            counts = list(self._counts.items())
-        return [
-            Observation(value, {ATTR_WORKFLOW: workflow, ATTR_TASK: task})
-            for (workflow, task), value in counts
-        ]
+            totals: dict[StepKey, int] = {}
+            for table in list(self._tables.values()):
+                for key, row in list(table.items()):
+                    totals[key] = totals.get(key, 0) + row[column]
+            return [
+                Observation(value, {ATTR_WORKFLOW: workflow, ATTR_TASK: task})
+                for (workflow, task), value in totals.items()
+            ]
+
+        return observe
 
 
 @dataclass(frozen=True, slots=True)
 class Instruments:
-    steps_started: Tally
-    steps_completed: Tally
-    steps_failed: Tally
-    steps_retried: Tally
+    step_counts: StepCounts
     step_duration: Histogram
     workflow_duration: Histogram
     leases_lost: Counter
@@ -112,12 +129,19 @@ def instruments() -> Instruments | None:
 
 
 def _make(meter: Meter) -> Instruments:
-    def tally(name: str, description: str) -> Tally:
-        made = Tally()
+    counts = StepCounts()
+    for column, description in (
+        (STARTED, "Step attempts started"),
+        (COMPLETED, "Step attempts that returned"),
+        (FAILED, "Step attempts that raised, timed out or could not be encoded"),
+        (RETRIED, "Step attempts after the first (retries run)"),
+    ):
         meter.create_observable_counter(
-            name, callbacks=[made.observe], unit="{attempt}", description=description
+            METRIC_NAMES[column],
+            callbacks=[counts.observer(column)],
+            unit="{attempt}",
+            description=description,
         )
-        return made
 
     # Read from storage snapshots, not counted here (see gauges.py).
     from sayiir_core.telemetry import gauges
@@ -141,12 +165,7 @@ def _make(meter: Meter) -> Instruments:
         description="How long the longest-waiting claimable instance or step has waited",
     )
     return Instruments(
-        steps_started=tally(METRIC_NAMES[0], "Step attempts started"),
-        steps_completed=tally(METRIC_NAMES[1], "Step attempts that returned"),
-        steps_failed=tally(
-            METRIC_NAMES[2], "Step attempts that raised, timed out or could not be encoded"
-        ),
-        steps_retried=tally(METRIC_NAMES[3], "Step attempts after the first (retries run)"),
+        step_counts=counts,
         step_duration=meter.create_histogram(
             METRIC_NAMES[4], unit="s", description="Duration of one step attempt"
         ),
@@ -161,7 +180,10 @@ def _make(meter: Meter) -> Instruments:
         leases_taken_over=meter.create_counter(
             METRIC_NAMES[7],
             unit="{lease}",
-            description="Instances claimed here to continue a run cut off under another owner",
+            description=(
+                "Instances, and shared steps, claimed here to continue work cut off under "
+                "another claim whose lease ran out"
+            ),
         ),
         commits_fenced=meter.create_counter(
             METRIC_NAMES[8],

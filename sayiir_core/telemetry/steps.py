@@ -6,7 +6,8 @@ they run inside the attempt's asyncio task, for sync tasks because the executor 
 ``contextvars.Context``).
 
 This is the per-step hot path with telemetry on, so it does the least it can beyond
-the SDK's own span: the step counters are plain tallies (see ``instruments``), the
+the SDK's own span and histogram record: one probe of both providers (``observe_step``),
+the step counters are plain counts in a per-thread row (see ``instruments``), the
 histogram's attribute dicts are made once per step and outcome, the span carries no
 attribute that repeats another (the SDK cleans and copies each one), and it is attached
 on the event loop only for an async task (``set_span_in_context`` + ``attach``, which is
@@ -16,6 +17,7 @@ what ``use_span`` does, without its generator); a sync task's thread attaches it
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from inspect import CO_COROUTINE
@@ -33,7 +35,14 @@ from sayiir_core.telemetry.attributes import (
     ATTR_WORKER,
     ATTR_WORKFLOW,
 )
-from sayiir_core.telemetry.instruments import Instruments, instruments
+from sayiir_core.telemetry.instruments import (
+    COMPLETED,
+    FAILED,
+    RETRIED,
+    STARTED,
+    Instruments,
+    instruments,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -61,6 +70,9 @@ __all__ = [
 current_worker_id: ContextVar[str | None] = ContextVar("sayiir_worker_id", default=None)
 
 _modules: tuple[ModuleType, ModuleType] | None = None
+_sys_modules = sys.modules
+_seen: tuple[object, object, Tracer | None, Instruments | None] = (None, None, None, None)
+"""The tracer and meter providers seen last, and the tracer and instruments made for them."""
 
 
 def otel_modules() -> tuple[ModuleType, ModuleType]:
@@ -74,11 +86,25 @@ def otel_modules() -> tuple[ModuleType, ModuleType]:
 
 
 def observe_step(request: TaskRequest) -> StepObservation | None:
-    """The attempt's observation, or ``None`` when tracing and metrics are both off."""
-    if not otel.any_provider_set():  # the common "API imported, nothing set up" case
-        return None
-    tracer = otel.tracer()
-    meters = instruments()
+    """The attempt's observation, or ``None`` when tracing and metrics are both off.
+
+    Asked on every step: the providers are read from the API's globals, and unless they
+    changed since the last step, the tracer and instruments made for them are reused.
+    """
+    global _seen
+    api = _sys_modules.get("opentelemetry.trace")
+    internal = _sys_modules.get("opentelemetry.metrics._internal")
+    tracer_provider = None if api is None else api.__dict__.get("_TRACER_PROVIDER")
+    meter_provider = None if internal is None else internal.__dict__.get("_METER_PROVIDER")
+    if tracer_provider is None and meter_provider is None:
+        return None  # the common "API imported, nothing set up" case
+    seen = _seen
+    if seen[0] is tracer_provider and seen[1] is meter_provider:
+        tracer, meters = seen[2], seen[3]
+    else:
+        # A proxy or no-op provider gives None: off, as without one.
+        tracer, meters = otel.tracer(), instruments()
+        _seen = (tracer_provider, meter_provider, tracer, meters)
     if tracer is None and meters is None:
         return None
     return StepObservation(request, tracer, meters)
@@ -87,7 +113,16 @@ def observe_step(request: TaskRequest) -> StepObservation | None:
 class StepObservation:
     """Use as ``with observation:`` around the attempt; ``finish(outcome)`` before exit."""
 
-    __slots__ = ("_key", "_meters", "_outcome", "_request", "_span", "_token", "_tracer", "context")
+    __slots__ = (
+        "_counts",
+        "_meters",
+        "_outcome",
+        "_request",
+        "_span",
+        "_token",
+        "_tracer",
+        "context",
+    )
 
     def __init__(
         self, request: TaskRequest, tracer: Tracer | None, meters: Instruments | None
@@ -98,20 +133,22 @@ class StepObservation:
         self._span: Span | None = None
         self._token: Any = None
         self._outcome: str | None = None
-        self._key = (request.workflow_id, request.task.task_id)
+        self._counts: list[int] | None = None
         self.context: Context | None = None
         """The OpenTelemetry context with the step span current, for a sync task's thread."""
 
     def __enter__(self) -> StepObservation:
         request = self._request
         meters = self._meters
+        task_id = request.task.task_id
         if meters is not None:
-            meters.steps_started.add(self._key)
+            # This thread's row: finish() runs on the same event loop, so the same thread.
+            self._counts = counts = meters.step_counts.row((request.workflow_id, task_id))
+            counts[STARTED] += 1
             if request.attempt > 1:
-                meters.steps_retried.add(self._key)
+                counts[RETRIED] += 1
         if self._tracer is not None:
             context_api, trace_api = otel_modules()
-            task_id = self._key[1]
             attributes: dict[str, str | int] = {
                 ATTR_WORKFLOW: request.workflow_id,
                 ATTR_INSTANCE: request.instance_id,
@@ -139,11 +176,14 @@ class StepObservation:
         # TaskFailure is the outcome with an ``error`` (no import of the executor here).
         error = getattr(outcome, "error", None)
         self._outcome = "completed" if error is None else "failed"
-        meters = self._meters
-        if meters is not None:
-            (meters.steps_completed if error is None else meters.steps_failed).add(self._key)
+        meters, counts = self._meters, self._counts
+        if meters is not None and counts is not None:
+            counts[COMPLETED if error is None else FAILED] += 1
+            request = self._request
             meters.record_step_duration(
-                self._key, self._outcome, outcome.finished_at - outcome.started_at
+                (request.workflow_id, request.task.task_id),
+                self._outcome,
+                outcome.finished_at - outcome.started_at,
             )
         span = self._span
         if span is not None and error is not None:

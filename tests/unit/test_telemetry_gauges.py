@@ -1,5 +1,6 @@
-"""The storage gauges (``sayiir.instances``, ``sayiir.ready.*``) and counted takeovers,
-read through the SDK's ``InMemoryMetricReader`` (tests/telemetry_capture.py)."""
+"""The storage gauges (``sayiir.instances``, ``sayiir.ready.*``) and counted takeovers
+(of instances and shared steps), read through the SDK's ``InMemoryMetricReader``
+(tests/telemetry_capture.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from telemetry_capture import Captured, installed
 
 from sayiir_core import AsyncWorkflowClient, Flow, InMemoryBackend, Status, Worker
 from sayiir_core.backends.base import ConflictPolicy, NewInstance, StepWrite
+from sayiir_core.backends.step_queue import StepRef, StepTicket
 from sayiir_core.telemetry.gauges import StatsReporter
+from sayiir_core.telemetry.instances import count_step_takeovers
 
 ATTR_STATUS = "sayiir.instance.status"
 HOUR = 3600.0
@@ -105,3 +108,23 @@ async def test_a_worker_counts_the_instances_it_takes_over_from_a_dead_owner() -
         taken_over = captured.total("sayiir.leases.taken_over", **{"sayiir.workflow.id": "served"})
 
     assert taken_over == 1  # "fresh" never ran elsewhere
+
+
+async def test_shared_steps_claimed_after_their_lease_ran_out_count_as_takeovers() -> None:
+    backend = InMemoryBackend()
+    await backend.create(
+        NewInstance("i-1", "served", "h", b"1", Status.PENDING, 0.0), ConflictPolicy.FAIL
+    )
+    await backend.claim("i-1", "orchestrator", HOUR, 0.0)
+    tickets = [StepTicket(StepRef("i-1", key, 1), "served", "h", b"1", 3, 0.0) for key in "bc"]
+    await backend.publish_steps(tickets)
+    # A worker took step "b" and died: its lease ran out at 1.0.
+    await backend.claim_step(StepRef("i-1", "b", 1), "dead-worker", 1.0, 0.0)
+
+    with installed() as captured:
+        claims = await backend.claim_steps("w1", {"served": "h"}, 30.0, 2.0, 10)
+        count_step_takeovers(claims)
+        taken_over = captured.total("sayiir.leases.taken_over", **{"sayiir.workflow.id": "served"})
+
+    assert sorted(claim.ticket.ref.step_key for claim in claims) == ["b", "c"]
+    assert taken_over == 1  # "c" was claimed for the first time
