@@ -3,12 +3,17 @@
     python benchmarks/bench_celery_bridge.py [--workflows 200] [--repeats 2] [--short]
                                              [--early-ack]
 
-Both rows run 200 chains of 10 trivial steps (``x + 1``) submitted at once, on one
+Every row runs 200 chains of 10 trivial steps (``x + 1``) submitted at once, on one
 ``celery worker --pool=prefork --concurrency=2`` process started by this script, Redis
 as broker (database 14, flushed at the end) and, for the bridge, PostgreSQL (a database
 of the run's own, dropped at the end). Plain Celery is a ``chain`` waited for through
 the Redis result backend: not durable. The bridge checkpoints every step in
-PostgreSQL. The figure is steps/s from the first submit to the last result.
+PostgreSQL, in two modes: with chain continuation (``continue_for=1.0``, the default:
+the task that ran a step runs the chain's next one itself, for up to a second) and
+with one message per step (``continue_for=0``). Each repeat starts one worker per
+mode and runs the plain chain and the bridge on it, so each mode's ratio is to the
+plain chain on the same worker process. The figure is steps/s from the first submit
+to the last result.
 
 Beside it, PostgreSQL transactions per bridged step (``pg_stat_database.xact_commit``
 of the run's database, so every process counts, the sweeper included): a count that
@@ -16,6 +21,8 @@ does not depend on the machine's load. Every bridge write is one autocommit
 statement, so it is also the round trips of writes and reads per step. And the CPU
 time of the worker's processes per step (``/proc``, Linux), for both rows: less noisy
 than steps/s on a busy machine.
+And, for the bridge, messages per step: the step tasks the worker received (its
+``inspect().stats()`` totals) per step run. (A plain chain sends one per step.)
 ``--short`` (20 chains, one repeat) proves the script works on a busy machine.
 ``--early-ack`` runs the bridge with ``acks_late=False`` (its opt-in trade-off, see
 docs/integrations/celery.md); the plain chain is Celery's default either way.
@@ -31,11 +38,12 @@ import secrets
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery import Celery, chain
 
-from sayiir_celery import SayiirCelery
+from sayiir_celery import STEP_TASK, SayiirCelery
 from sayiir_core import Flow, task
 from sayiir_core.backends.postgres import PostgresBackend
 from sayiir_core.runtime.loop_thread import run_sync
@@ -50,8 +58,13 @@ SERVER_URL = os.environ.get("SAYIIR_BENCH_PG_URL", "postgresql://postgres@127.0.
 DATABASE = os.environ.setdefault("SAYIIR_BENCH_BRIDGE_DB", f"bench_bridge_{secrets.token_hex(3)}")
 PG_URL = with_database(SERVER_URL, DATABASE)
 SCHEMA = os.environ.get("SAYIIR_BENCH_BRIDGE_SCHEMA", "bench_celery_bridge")
-# Read by the worker this script starts (``--early-ack``).
+# Read by the worker this script starts (``--early-ack``, and each row's mode).
 ACKS_LATE = os.environ.get("SAYIIR_BENCH_BRIDGE_ACKS_LATE", "1") != "0"
+CONTINUE_FOR = float(os.environ.get("SAYIIR_BENCH_BRIDGE_CONTINUE_FOR", "1.0"))
+MODES = {
+    "continuation": (1.0, "continue_for=1.0 (chain continuation, the default)"),
+    "per-step": (0.0, "continue_for=0 (one message per step)"),
+}
 
 app = Celery("bench_bridge", broker=REDIS_URL, backend=REDIS_URL)
 app.conf.update(
@@ -83,12 +96,16 @@ bridge = SayiirCelery(
     backend=PostgresBackend(PG_URL, schema=SCHEMA, max_size=8),
     workflows=[bridge_chain],
     acks_late=ACKS_LATE,
+    continue_for=CONTINUE_FOR,
 )
 
 
-def start_worker(log: Path, *, acks_late: bool = True) -> subprocess.Popen[bytes]:
+def start_worker(
+    log: Path, *, acks_late: bool = True, continue_for: float = 1.0
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SAYIIR_BENCH_BRIDGE_SCHEMA": SCHEMA}
     env["SAYIIR_BENCH_BRIDGE_ACKS_LATE"] = "1" if acks_late else "0"
+    env["SAYIIR_BENCH_BRIDGE_CONTINUE_FOR"] = repr(continue_for)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "celery", "-A", "bench_celery_bridge", "worker"]
     command += ["--pool=prefork", "--concurrency=2", "--loglevel=WARNING"]
@@ -102,8 +119,23 @@ def start_worker(log: Path, *, acks_late: bool = True) -> subprocess.Popen[bytes
     return worker
 
 
-def plain_s2(count: int, worker: int) -> tuple[float, float]:
-    """Steps/s, and the worker's CPU milliseconds per step."""
+@dataclass
+class Row:
+    """One row's figures, one entry per repeat."""
+
+    label: str
+    rates: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    messages: list[float] = field(default_factory=list)
+    transactions: list[float] = field(default_factory=list)
+    plain_beside: list[float] = field(default_factory=list)  # the plain rate, same worker
+
+    def mean(self) -> float:
+        return sum(self.rates) / len(self.rates)
+
+
+def plain_s2(count: int, worker: int, row: Row) -> float:
+    """Steps/s (also recorded in ``row`` with CPU ms per step)."""
     signature = chain(plain_inc.s(0), *(plain_inc.s() for _ in range(STEPS - 1)))
     cpu = _worker_cpu(worker)
     started = time.perf_counter()
@@ -111,14 +143,16 @@ def plain_s2(count: int, worker: int) -> tuple[float, float]:
     for result in results:
         assert result.get(timeout=300, interval=0.001) == STEPS
     rate = count * STEPS / (time.perf_counter() - started)
-    return rate, (_worker_cpu(worker) - cpu) * 1000 / (count * STEPS)
+    row.rates.append(rate)
+    row.cpu_ms.append((_worker_cpu(worker) - cpu) * 1000 / (count * STEPS))
+    return rate
 
 
-def bridge_s2(count: int, tag: str, worker: int) -> tuple[float, float, float]:
-    """Steps/s, PostgreSQL transactions per step and the worker's CPU ms per step."""
+def bridge_s2(count: int, tag: str, worker: int, row: Row | None = None) -> None:
+    """Steps/s, PostgreSQL transactions, CPU ms and messages per step, into ``row``."""
     ids = [f"{tag}-{n}" for n in range(count)]
-    before = _transactions()
-    cpu = _worker_cpu(worker)
+    before = _transactions() if row is not None else 0
+    cpu, received = _worker_cpu(worker), _tasks_received(STEP_TASK)
     started = time.perf_counter()
     for instance_id in ids:
         bridge.client.submit(bridge_chain, instance_id, 0)
@@ -126,7 +160,23 @@ def bridge_s2(count: int, tag: str, worker: int) -> tuple[float, float, float]:
         assert bridge.client.result(instance_id, timeout=300) == STEPS
     rate = count * STEPS / (time.perf_counter() - started)
     cpu_ms = (_worker_cpu(worker) - cpu) * 1000 / (count * STEPS)
-    return rate, (_transactions() - before) / (count * STEPS), cpu_ms
+    messages = (_tasks_received(STEP_TASK, settle=True) - received) / (count * STEPS)
+    if row is not None:
+        row.rates.append(rate)
+        row.cpu_ms.append(cpu_ms)
+        row.messages.append(messages)
+        row.transactions.append((_transactions() - before) / (count * STEPS))
+
+
+def _tasks_received(name: str, *, settle: bool = False) -> int:
+    """How many ``name`` tasks the worker has received so far (one per message).
+
+    ``settle``: wait a moment first: the worker counts a task once its pool process
+    reports it started, which may come after the instance's result is out."""
+    if settle:
+        time.sleep(1.0)
+    stats = app.control.inspect(timeout=2.0).stats() or {}
+    return sum(int(worker["total"].get(name, 0)) for worker in stats.values())
 
 
 def _worker_cpu(pid: int) -> float:
@@ -173,46 +223,49 @@ def main() -> int:
         args.workflows, args.repeats = 20, 1
     run_sync(execute(SERVER_URL, f'CREATE DATABASE "{DATABASE}"'))
     log = Path(f"/tmp/bench-celery-bridge-{os.getpid()}.log")
-    plain: list[float] = []
-    bridged: list[float] = []
-    per_step: list[float] = []
-    plain_cpu: list[float] = []
-    bridge_cpu: list[float] = []
+    durable = "durable, acks_late=False" if args.early_ack else "durable"
+    plain = Row("plain Celery chain, not durable")
+    rows = {
+        mode: Row(f"sayiir_celery bridge, {durable}, {label}") for mode, (_, label) in MODES.items()
+    }
     try:
-        worker = start_worker(log, acks_late=not args.early_ack)
-        try:
-            plain_s2(20, worker.pid)  # warm up both paths (pool processes, connections)
-            bridge_s2(20, f"warm-{secrets.token_hex(3)}", worker.pid)
-            for _ in range(args.repeats):
-                rate, cpu_ms = plain_s2(args.workflows, worker.pid)
-                plain.append(rate)
-                plain_cpu.append(cpu_ms)
-                tag = f"run-{secrets.token_hex(3)}"
-                rate, transactions, cpu_ms = bridge_s2(args.workflows, tag, worker.pid)
-                bridged.append(rate)
-                per_step.append(transactions)
-                bridge_cpu.append(cpu_ms)
-        finally:
-            worker.terminate()
-            worker.wait(timeout=60)
-            bridge.client.close()
-            run_sync(bridge.backend.close())
-            app.backend.client.flushdb()
-            log.unlink(missing_ok=True)
+        for _ in range(args.repeats):
+            # Both modes in each repeat, one after the other: a load spike on the shared
+            # machine then hits both rather than one.
+            for mode, (continue_for, _) in MODES.items():
+                row = rows[mode]
+                worker = start_worker(log, acks_late=not args.early_ack, continue_for=continue_for)
+                try:
+                    # Warm up both paths (pool processes, connections).
+                    plain_s2(20, worker.pid, Row("warm-up"))
+                    bridge_s2(20, f"warm-{secrets.token_hex(3)}", worker.pid)
+                    row.plain_beside.append(plain_s2(args.workflows, worker.pid, plain))
+                    bridge_s2(args.workflows, f"run-{secrets.token_hex(3)}", worker.pid, row)
+                finally:
+                    worker.terminate()
+                    worker.wait(timeout=60)
     finally:
+        bridge.client.close()
+        run_sync(bridge.backend.close())
+        app.backend.client.flushdb()
+        log.unlink(missing_ok=True)
         drop = f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'
         run_sync(execute(SERVER_URL, drop))
-    mean_plain, mean_bridge = sum(plain) / len(plain), sum(bridged) / len(bridged)
     print(f"S2: {args.workflows} chains of {STEPS} steps, 1 worker --pool=prefork -c 2")
-    print("| row | steps/s (mean) | runs |")
-    print("|---|---|---|")
-    print(f"| plain Celery chain, not durable | {mean_plain:,.0f} | {_runs(plain)} |")
-    label = "durable, acks_late=False" if args.early_ack else "durable"
-    print(f"| sayiir_celery bridge, {label} | {mean_bridge:,.0f} | {_runs(bridged)} |")
-    print(f"bridge / plain: {mean_bridge / mean_plain:.2f}x")
-    transactions = ", ".join(f"{value:.2f}" for value in per_step)
-    print(f"bridge: PostgreSQL transactions per step: {transactions}")
-    print(f"worker CPU ms per step: plain {_runs(plain_cpu, 2)}; bridge {_runs(bridge_cpu, 2)}")
+    print("| row | steps/s (mean) | runs | worker CPU ms/step | messages/step |")
+    print("|---|---|---|---|---|")
+    for row in (plain, *rows.values()):
+        print(
+            f"| {row.label} | {row.mean():,.0f} | {_runs(row.rates)} | {_runs(row.cpu_ms, 2)} "
+            f"| {_runs(row.messages, 2) or '1 (a message per step)'} |"
+        )
+    for mode, row in rows.items():
+        beside = sum(row.plain_beside) / len(row.plain_beside)
+        transactions = _runs(row.transactions, 2)
+        print(
+            f"bridge ({MODES[mode][1]}) / plain on the same workers: "
+            f"{row.mean() / beside:.2f}x; PostgreSQL transactions per step: {transactions}"
+        )
     return 0
 
 

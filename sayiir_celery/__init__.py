@@ -1,8 +1,9 @@
 """Sayiir for Celery: an existing Celery fleet runs the steps of durable workflows.
 
 ``SayiirCelery(app, backend=..., workflows=[...])`` registers one task on the app; every
-step becomes one Celery message, claimed, run and checkpointed by whichever worker gets
-it. See ``docs/integrations/celery.md``.
+step is claimed, run and checkpointed by the task of whichever worker gets its Celery
+message (a chain's next step by the task that ran the one before, for up to
+``continue_for`` seconds). See ``docs/integrations/celery.md``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 The bridge registers one task on the app, ``sayiir_celery.run_step``, whose JSON message
 names one step (``messages.StepMessage``). The worker that receives it claims the step,
 runs it with the core's executor, checkpoints it and sends the instance's next ready
-steps as new messages (``sayiir_core.runtime.dispatch``). Retries, delays and lost
+steps as new messages (``sayiir_core.runtime.dispatch``), or, when that is one step of
+a chain on the same queue, claims and runs it itself for a while
+(``continuation.py``). Retries, delays and lost
 messages are the sweeper's (``sweeper.py``), never Celery ETA or countdown. Nothing of
 the bridge runs in the parent process of a prefork pool: each pool process starts its
 own event loop, connections and sweeper when it starts.
@@ -23,6 +25,7 @@ from celery import Celery, signals
 
 from sayiir_celery.client import BridgeClient
 from sayiir_celery.config_check import CeleryConfigError, broker_transport, check_config
+from sayiir_celery.continuation import Continuation, Outgoing
 from sayiir_celery.messages import MessageError, StepMessage
 from sayiir_celery.routing import RouteLike, Router
 from sayiir_celery.sweeper import Sweeper
@@ -34,7 +37,6 @@ from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.runtime import LocalExecutor, default_owner_id
 from sayiir_core.runtime.dispatch import Dispatcher, StepRun
 from sayiir_core.runtime.loop_thread import loop_of_sync_api, run_sync, submit
-from sayiir_core.telemetry.advances import run_step_traced
 from sayiir_core.telemetry.logs import InstanceLogger
 from sayiir_core.workflow.workflow import Workflow
 
@@ -43,11 +45,8 @@ logger = logging.getLogger("sayiir.celery")
 STEP_TASK = "sayiir_celery.run_step"
 SWEEP_TASK = "sayiir_celery.sweep"
 
-_Outgoing = tuple[dict[str, Any], dict[str, Any]]
-"""One message to publish: its body and its ``send_task`` options."""
-
 # The messages a step task's advance sends, published by the task's thread afterwards.
-_outbox: contextvars.ContextVar[list[_Outgoing] | None] = contextvars.ContextVar(
+_outbox: contextvars.ContextVar[list[Outgoing] | None] = contextvars.ContextVar(
     "sayiir_celery_outbox", default=None
 )
 
@@ -79,7 +78,15 @@ class SayiirCelery:
     ``"worker"`` runs it in the workers (one at a time under a database lease),
     ``"beat"`` leaves it to ``beat_schedule_entry()``, ``"off"`` to you.
     ``check_config``: what to do with Celery settings the bridge cannot work with, at
-    worker start (``"raise"``, ``"warn"`` or ``"off"``). ``acks_late=False``: a step's
+    worker start (``"raise"``, ``"warn"`` or ``"off"``). ``continue_for``: seconds
+    during which a step's task may go on running its instance's next step itself,
+    rather than sending it as a message, when that step is the only one the advance
+    made ready and goes to the same queue (a chain; ``continuation.py``). Each step is
+    still claimed, fenced and checkpointed on its own; a chain then costs one message
+    per ``continue_for`` seconds instead of one per step. The price: a long chain stays
+    on one worker process for up to that long while other messages wait for another
+    one, and the broker's visibility timeout must cover it too (the configuration check
+    adds it). ``0`` sends every step as its own message. ``acks_late=False``: a step's
     message is acknowledged when a worker process starts it, not once it ran: more
     steps per second on small steps, as Celery can then fetch the next message while
     a step runs. The price: a message whose worker dies is not delivered
@@ -106,6 +113,7 @@ class SayiirCelery:
         max_threads: int | None = None,
         owns_backend: bool = False,
         acks_late: bool = True,
+        continue_for: float = 1.0,
     ) -> None:
         self.app = app
         self.workflows = _unique(workflows)
@@ -139,6 +147,7 @@ class SayiirCelery:
         self._max_threads = max_threads
         self.acks_late = acks_late
         self._registry = {workflow.workflow_id: workflow for workflow in self.workflows}
+        self.continuation = Continuation(continue_for, self._options_of)
         self._state: _ProcessState | None = None
         self._state_lock = threading.Lock()
         self._pool: str | None = None
@@ -164,8 +173,18 @@ class SayiirCelery:
     def config_problems(self, pool: str | None = None) -> list[Any]:
         """What in the Celery configuration must change for the bridge (empty: nothing)."""
         return check_config(
-            self.app, STEP_TASK, self.workflows, pool=pool, acks_late=self.acks_late
+            self.app,
+            STEP_TASK,
+            self.workflows,
+            pool=pool,
+            acks_late=self.acks_late,
+            continue_for=self.continue_for,
         )
+
+    @property
+    def continue_for(self) -> float:
+        """How long a step's task may go on running its instance's next steps itself."""
+        return self.continuation.budget
 
     def beat_schedule_entry(self, every: float = 5.0) -> dict[str, Any]:
         """A ``beat_schedule`` entry running one sweep every ``every`` seconds.
@@ -193,12 +212,10 @@ class SayiirCelery:
             return
         await asyncio.to_thread(self._publish, messages)
 
-    def _messages(self, tickets: Sequence[StepTicket], token: int) -> list[_Outgoing]:
+    def _messages(self, tickets: Sequence[StepTicket], token: int) -> list[Outgoing]:
         messages = []
         for ticket in tickets:
             ref = ticket.ref
-            workflow = self._registry[ticket.workflow_id]
-            task = workflow.tasks[task_id_of_key(ref.step_key)]
             message = StepMessage(
                 ref.instance_id,
                 ref.step_key,
@@ -207,15 +224,20 @@ class SayiirCelery:
                 ticket.definition_hash,
                 token,
             )
-            messages.append((message.to_json(), self.router.options(task)))
+            messages.append((message, self._options_of(message)))
         return messages
 
-    def _publish(self, messages: list[_Outgoing]) -> None:
+    def _options_of(self, message: StepMessage) -> dict[str, Any]:
+        """The ``send_task`` options of a step's message: its queue, routing key, priority."""
+        task = self._registry[message.workflow_id].tasks[task_id_of_key(message.step_key)]
+        return self.router.options(task)
+
+    def _publish(self, messages: list[Outgoing]) -> None:
         with self.app.producer_or_acquire() as producer:
-            for body, options in messages:
+            for message, options in messages:
                 self.app.send_task(
                     STEP_TASK,
-                    args=[body],
+                    args=[message.to_json()],
                     producer=producer,
                     serializer="json",
                     retry=True,
@@ -228,12 +250,12 @@ class SayiirCelery:
                     add_to_parent=False,
                     # What monitoring shows for the arguments, without Celery's
                     # saferepr walking the message for it on every publish.
-                    argsrepr=_args_repr(body),
+                    argsrepr=_args_repr(message),
                     kwargsrepr="{}",
                     **options,
                 )
 
-    def _publish_collected(self, messages: list[_Outgoing]) -> None:
+    def _publish_collected(self, messages: list[Outgoing]) -> None:
         """Publish what a step task's advance sent; never raises (like the dispatcher's
         own sending: the steps are durable, the sweeper sends them again)."""
         if not messages:
@@ -241,8 +263,8 @@ class SayiirCelery:
         try:
             self._publish(messages)
         except Exception:
-            instance = messages[0][0].get("instance", "?")
-            InstanceLogger(logger, str(instance)).warning(
+            instance = messages[0][0].instance_id
+            InstanceLogger(logger, instance).warning(
                 "[%s] could not send %d step(s); they are sent again in %.0f s",
                 instance,
                 len(messages),
@@ -285,21 +307,19 @@ class SayiirCelery:
             except MessageError as error:
                 logger.error("sayiir_celery: message dropped: %s", error)
                 return "invalid"
-            outbox: list[_Outgoing] = []
+            outbox: list[Outgoing] = []
             try:
-                outcome: StepRun = run_sync(self._run_step(step, outbox))
+                outcome: StepRun = run_sync(self._run_steps(step, outbox))
             finally:
                 self._publish_collected(outbox)
             return outcome.value
 
         return run_step
 
-    async def _run_step(self, step: StepMessage, outbox: list[_Outgoing]) -> StepRun:
+    async def _run_steps(self, step: StepMessage, outbox: list[Outgoing]) -> StepRun:
+        """Run the message's step, and the chain's next ones while it goes on here."""
         _outbox.set(outbox)  # this asyncio task's own context: its sends go to the outbox
-        # A workflow span per message (with tracing on), as a worker has per run.
-        return await run_step_traced(
-            self.dispatcher(), step.ref, step.workflow_id, step.definition_hash
-        )
+        return await self.continuation.run_steps(self.dispatcher(), step, outbox)
 
     def _make_sweep_handler(self) -> Any:
         def sweep() -> int:
@@ -395,8 +415,8 @@ class _ProcessState:
             loop_of_sync_api().call_soon_threadsafe(stop.set)
 
 
-def _args_repr(body: Mapping[str, Any]) -> str:
-    step = f"{body['instance']!r}, {body['step']!r}, attempt {body['attempt']}"
+def _args_repr(message: StepMessage) -> str:
+    step = f"{message.instance_id!r}, {message.step_key!r}, attempt {message.attempt}"
     return f"({step[:_ARGS_REPR_MAX]})"
 
 

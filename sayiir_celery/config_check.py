@@ -7,6 +7,7 @@ start (``check_config="raise"``, the default), or logs them (``"warn"``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -73,11 +74,15 @@ def check_config(
     *,
     pool: str | None = None,
     acks_late: bool = True,
+    continue_for: float = 0.0,
 ) -> list[ConfigProblem]:
     """Every problem with ``app``'s configuration for the bridge's task ``task_name``.
 
     ``acks_late=False``: the bridge was asked for early acknowledgement, so the task's
-    ``acks_late`` is not required.
+    ``acks_late`` is not required. ``continue_for``: how long a task may go on starting
+    the next steps of a chain (``SayiirCelery(continue_for=...)``); its message is
+    acknowledged only after the last of them, so the visibility timeout must cover it
+    on top of the longest step.
     """
     conf = app.conf
     problems: list[ConfigProblem] = []
@@ -126,14 +131,17 @@ def check_config(
         options = conf.broker_transport_options or {}
         visibility = float(options.get("visibility_timeout", _DEFAULT_VISIBILITY_TIMEOUT))
         longest, _ = longest_timeout(workflows)
-        if longest is not None and visibility <= longest:
-            wanted = int(longest * 2)
+        # A task begins steps for up to continue_for seconds; the last one may then run
+        # for its whole timeout before the message is acknowledged.
+        held = (longest or 0.0) + continue_for
+        if held > 0 and visibility <= held:
+            wanted = math.ceil((longest or 0.0) * 2 + continue_for)
             problems.append(
                 ConfigProblem(
                     "broker_transport_options['visibility_timeout']",
                     visibility,
-                    f"a step may run {longest:g} s (its timeout); the broker would deliver "
-                    "its message again to another worker before it finished",
+                    f"{_how_long_a_message_runs(longest, continue_for)}; the broker would "
+                    "deliver its message again to another worker before it finished",
                     f"app.conf.broker_transport_options = {{**app.conf.broker_transport_options, "
                     f"'visibility_timeout': {wanted}}}",
                 )
@@ -149,3 +157,15 @@ def check_config(
             )
         )
     return problems
+
+
+def _how_long_a_message_runs(longest: float | None, continue_for: float) -> str:
+    parts = []
+    if continue_for > 0:
+        parts.append(
+            f"a step task may go on starting its chain's next steps for {continue_for:g} s "
+            "(continue_for)"
+        )
+    if longest is not None:
+        parts.append(f"a step may run {longest:g} s (its timeout)")
+    return ", then ".join(parts)

@@ -34,6 +34,8 @@ _TICKET_COLUMNS = (
     "priority",
     "queued_at",
 )
+# Read when claiming: the claim count, and the owner of an expired lease (a takeover).
+_CLAIMABLE_COLUMNS = (*_TICKET_COLUMNS, "claims", "owner")
 
 
 def token_of(row_id: int, claims: int) -> int:
@@ -110,15 +112,13 @@ def claim(
         candidates = candidates.filter(instance__instance_id__in=only)
 
     def body() -> list[ClaimedStep]:
-        rows = list(
-            locked(db, candidates, skip_locked=True).values(*_TICKET_COLUMNS, "claims")[:limit]
-        )
+        rows = list(locked(db, candidates, skip_locked=True).values(*_CLAIMABLE_COLUMNS)[:limit])
         if not rows:
             return []
         steps(db).filter(pk__in=[row["id"] for row in rows]).update(
             owner=owner, claims=F("claims") + 1, lease_until=lease_until
         )
-        return [_claimed(row, row["claims"] + 1) for row in rows]
+        return [_claimed(row, row["claims"] + 1, _was_held(row)) for row in rows]
 
     def resolve() -> Done[list[ClaimedStep]] | None:
         rows = [
@@ -156,7 +156,7 @@ def claim_one(
 
     def body() -> ClaimedStep | None:
         # Of concurrent claims, one locks the row; the others skip it and get nothing.
-        row = locked(db, candidate, skip_locked=True).values(*_TICKET_COLUMNS, "claims").first()
+        row = locked(db, candidate, skip_locked=True).values(*_CLAIMABLE_COLUMNS).first()
         if row is None:
             return None
         taken = (
@@ -164,7 +164,7 @@ def claim_one(
             .filter(pk=row["id"], claims=row["claims"])
             .update(owner=owner, claims=F("claims") + 1, lease_until=lease_until)
         )
-        return _claimed(row, row["claims"] + 1) if taken else None
+        return _claimed(row, row["claims"] + 1, _was_held(row)) if taken else None
 
     def resolve() -> Done[ClaimedStep | None] | None:
         row = (
@@ -185,7 +185,13 @@ def claim_one(
     return db.run("claim_step", body, resolve=resolve)
 
 
-def _claimed(row: Mapping[str, Any], claims: int) -> ClaimedStep:
+def _was_held(row: Mapping[str, Any]) -> bool:
+    """A claimable row with an owner holds an expired lease: claiming it is a takeover."""
+    return row["owner"] is not None
+
+
+def _claimed(row: Mapping[str, Any], claims: int, taken_over: bool = False) -> ClaimedStep:
+    """The claim of ``row``; ``taken_over`` is unknown (``False``) for one found again."""
     ref = StepRef(row["instance__instance_id"], row["step_key"], row["attempt"])
     ticket = StepTicket(
         ref,
@@ -195,7 +201,7 @@ def _claimed(row: Mapping[str, Any], claims: int) -> ClaimedStep:
         row["priority"],
         row["queued_at"],
     )
-    return ClaimedStep(ticket, token_of(row["id"], claims))
+    return ClaimedStep(ticket, token_of(row["id"], claims), taken_over)
 
 
 def renew(db: Database, ref: StepRef, token: int, lease_until: float) -> bool:

@@ -3,9 +3,11 @@
     python examples/celery_bridge/run.py
 
 Needs Redis and PostgreSQL on 127.0.0.1 (see ``tasks.py``). Every step of every order
-is a Celery message run by whichever worker process takes it; the fork's two branches
-spread over both; each checkpoint lands in PostgreSQL, so a worker killed mid-step
-loses nothing (the step runs again after its lease).
+is run by a Celery task of whichever worker process takes its message (``ship``, the
+one step the join makes ready, by the task of a branch that ran before it: chain
+continuation); the fork's two branches spread over both; each checkpoint lands in
+PostgreSQL, so a worker killed mid-step loses nothing (the step runs again after its
+lease).
 """
 
 from __future__ import annotations

@@ -51,7 +51,15 @@ from sayiir_core.backends.rules import (
     terminated_record,
 )
 from sayiir_core.backends.stats import ReadyBacklog, ready_since
-from sayiir_core.backends.step_queue import ClaimedStep, StepRef, StepResult, StepTicket
+from sayiir_core.backends.step_queue import (
+    ClaimedStep,
+    ClaimedStepAndInstance,
+    CommittedChain,
+    NextStepClaim,
+    StepRef,
+    StepResult,
+    StepTicket,
+)
 from sayiir_core.errors import LeaseLostError
 from sayiir_core.status import Status
 
@@ -347,12 +355,9 @@ class InMemoryBackend(OpensAndCloses):
                 ),
                 key=lambda step: (step.ticket.priority, step.ticket.now),
             )
-            claimed = []
-            for step in candidates[: max(limit, 0)]:
-                self._step_tokens += 1  # one counter: a re-published step never reuses one
-                step.owner, step.token, step.lease_until = owner, self._step_tokens, now + ttl
-                claimed.append(ClaimedStep(step.ticket, step.token))
-            return claimed
+            return [
+                self._claim_queued(step, owner, now + ttl) for step in candidates[: max(limit, 0)]
+            ]
 
     async def claim_step(
         self, ref: StepRef, owner: str, ttl: float, now: float
@@ -366,9 +371,14 @@ class InMemoryBackend(OpensAndCloses):
                 return None  # never published, withdrawn, or finished
             if step.owner is not None and step.lease_until > now:
                 return None  # held by a live lease
-            self._step_tokens += 1
-            step.owner, step.token, step.lease_until = owner, self._step_tokens, now + ttl
-            return ClaimedStep(step.ticket, step.token)
+            return self._claim_queued(step, owner, now + ttl)
+
+    def _claim_queued(self, step: _QueuedStep, owner: str, lease_until: float) -> ClaimedStep:
+        """Take a claimable step (under the lock); an owner still recorded is a takeover."""
+        taken_over = step.owner is not None
+        self._step_tokens += 1  # one counter: a re-published step never reuses one
+        step.owner, step.token, step.lease_until = owner, self._step_tokens, lease_until
+        return ClaimedStep(step.ticket, step.token, taken_over)
 
     async def renew_step(self, ref: StepRef, token: int, ttl: float, now: float) -> bool:
         with self._lock:
@@ -432,6 +442,45 @@ class InMemoryBackend(OpensAndCloses):
             self._finished.notify(instance_id)
         return request
 
+    async def commit_and_claim_next(
+        self,
+        claim: Claim,
+        write: StepWrite,
+        tickets: Sequence[StepTicket],
+        next_claim: NextStepClaim,
+    ) -> CommittedChain:
+        """``CommitAndClaimNext`` (see step_queue.py), under the lock."""
+        instance_id = claim.instance.record.instance_id
+        with self._lock:
+            for ticket in tickets:
+                self._require(ticket.ref.instance_id)
+            stored = self._require(instance_id)
+            new = len(tickets) == 1 and tickets[0].ref not in stored.steps
+            request = self._commit_locked(instance_id, claim.token, write)
+            for ticket in tickets:
+                self._instances[ticket.ref.instance_id].steps.setdefault(
+                    ticket.ref, _QueuedStep(ticket)
+                )
+            chained = None
+            if (
+                new
+                and write.release
+                and write.status is not Status.PAUSED
+                and _goes_on_alone(stored, tickets[0].ref)
+            ):
+                owner, now = next_claim.owner, next_claim.now
+                step = self._claim_queued(
+                    stored.steps[tickets[0].ref], owner, now + next_claim.step_ttl
+                )
+                chained = ClaimedStepAndInstance(
+                    step, self._take(stored, owner, next_claim.claim_ttl, now)
+                )
+        if tickets:
+            self._notifier.notify()
+        if write.status.is_terminal:
+            self._finished.notify(instance_id)
+        return CommittedChain(request, chained)
+
     def _queued(self, ref: StepRef) -> _QueuedStep | None:
         stored = self._instances.get(ref.instance_id)
         return stored.steps.get(ref) if stored is not None else None
@@ -471,6 +520,17 @@ class InMemoryBackend(OpensAndCloses):
                 if step.result is None and (step.owner is None or step.lease_until <= now)
             ]
         return ReadyBacklog.of(len(since), min(since, default=None), now)
+
+
+def _goes_on_alone(stored: _Stored, ref: StepRef) -> bool:
+    """After a commit: the instance runs on, nothing is asked of it, and ``ref`` is its
+    only step queued or running (``commit_and_claim_next`` may hand both over)."""
+    record = stored.record
+    if record.status.is_terminal or record.status is Status.PAUSED:
+        return False
+    if record.control_request is not None:
+        return False
+    return all(other == ref or step.result is not None for other, step in stored.steps.items())
 
 
 def _drop_checkpointed_steps(stored: _Stored, write: StepWrite) -> None:

@@ -27,17 +27,28 @@ and PostgreSQL in one statement each); ``advance_queue`` builds them from the ot
 methods for any other backend. ``StepAndInstanceClaim`` is optional too: a step claim
 that also takes the instance when that blocks nobody, so that the advance after the
 step needs no claim of its own (``claim_step_and_instance`` falls back to
-``claim_step`` alone).
+``claim_step`` alone). ``CommitAndClaimNext`` is optional as well: an advance's commit
+that also claims, for its own owner, the one step it queues (a chain's next step) and
+keeps the instance, so that a process running a chain's steps one after the other
+pays one write per step (the dispatcher uses ``commit_and_publish`` without it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from sayiir_core.backends._free import is_free_for
-from sayiir_core.backends.base import Backend, Claim, ControlRequest, StepWrite
+from sayiir_core.backends.base import (
+    Backend,
+    Claim,
+    ControlRequest,
+    LoadedInstance,
+    StepWrite,
+)
+from sayiir_core.backends.rules import committed_record
 from sayiir_core.machine.state import ErrorInfo
 
 
@@ -64,10 +75,19 @@ class StepTicket:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedStep:
-    """Proof of a step claim: pass ``token`` to ``renew_step`` and ``finish_step``."""
+    """Proof of a step claim: pass ``token`` to ``renew_step`` and ``finish_step``.
+
+    ``taken_over``: the step had been claimed before and that lease ran out without an
+    outcome (its worker died, hung or was cut off; possibly this same owner), so this
+    claim took it over; ``False`` for a step claimed for the first time. It feeds the
+    ``sayiir.leases.taken_over`` metric. A claim found again after a lost reply may say
+    ``False`` either way. Defaults to ``False`` so that backends written before it still
+    build claims (their takeovers go uncounted).
+    """
 
     ticket: StepTicket
     token: int
+    taken_over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +129,7 @@ class StepQueue(Protocol):
         Only steps of the given ``{workflow_id: definition_hash}`` and of unfinished
         instances (only of ``instances``, if given); most urgent priority first, then
         oldest. Claim tokens never repeat for a step, even if its row is deleted and
-        published again.
+        published again. A claim of a step whose lease expired says ``taken_over``.
         """
         ...
 
@@ -120,8 +140,9 @@ class StepQueue(Protocol):
 
         Returns the claim, with a new token and a lease until ``now + ttl``, when the
         step is queued (never claimed) or its lease has expired (``lease_until <=
-        now``): a takeover, whose token is larger than the old one, so the old owner's
-        ``renew_step`` and ``finish_step`` are refused from then on. Returns ``None``,
+        now``): a takeover (``taken_over`` is set), whose token is larger than the old
+        one, so the old owner's ``renew_step`` and ``finish_step`` are refused from then
+        on. Returns ``None``,
         changing nothing, when the step is not claimable:
 
         * it was never published, or has been withdrawn (checkpointed by the
@@ -228,6 +249,100 @@ class StepAndInstanceClaim(Protocol):
         and the instance is left as it was.
         """
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class NextStepClaim:
+    """Who claims a chain's next step with the commit that queues it, and for how long:
+    the step until ``now + step_ttl``, the instance until ``now + claim_ttl``."""
+
+    owner: str
+    step_ttl: float
+    claim_ttl: float
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedChain:
+    """What ``commit_and_claim_next`` did: the commit's control request (as
+    ``commit_and_publish`` returns it), and the next step with its instance when it
+    claimed them (``None``: the tickets were only queued, the claim let go)."""
+
+    request: ControlRequest | None
+    next: ClaimedStepAndInstance | None
+
+
+@runtime_checkable
+class CommitAndClaimNext(Protocol):
+    """Optional: ``commit_and_publish`` that also claims the one step it queues.
+
+    For a process that runs a chain's next step itself (the Celery bridge's
+    continuation): instead of releasing the instance and then claiming step and
+    instance again (``claim_step_and_instance``), the commit hands both over to the
+    same owner, fenced as those claims are. One write per step instead of two.
+    """
+
+    async def commit_and_claim_next(
+        self,
+        claim: Claim,
+        write: StepWrite,
+        tickets: Sequence[StepTicket],
+        next_claim: NextStepClaim,
+    ) -> CommittedChain:
+        """``commit_and_publish(instance_id, claim.token, write, tickets)``, raising as
+        it does; in the same transaction, when all of these hold:
+
+        * ``tickets`` is one step, not queued before (no row for its ref);
+        * ``write`` releases the claim and leaves the instance unfinished, not paused;
+        * nothing is asked of the instance (no control request, also none asked while
+          ``claim`` was held);
+        * no other step of the instance is queued or running once the write's
+          checkpoints are in;
+
+        that step is claimed for ``next_claim.owner`` (a new token, ``taken_over``
+        false) and the instance stays claimed by it under the next claim token, as
+        ``claim_step_and_instance`` would take them, instead of being released.
+        ``next.instance`` is the instance as ``write`` left it (``claim``'s checkpoints
+        and the write's). Else ``next`` is ``None`` and it is ``commit_and_publish``.
+        """
+        ...
+
+
+async def commit_and_claim_next(
+    queue: AdvanceQueue,
+    claim: Claim,
+    write: StepWrite,
+    tickets: Sequence[StepTicket],
+    next_claim: NextStepClaim,
+) -> CommittedChain:
+    """``CommitAndClaimNext.commit_and_claim_next`` on any advance queue: native when
+    the backend has it, else ``commit_and_publish`` handing nothing over."""
+    if isinstance(queue, CommitAndClaimNext):
+        return await queue.commit_and_claim_next(claim, write, tickets, next_claim)
+    instance_id = claim.instance.record.instance_id
+    return CommittedChain(
+        await queue.commit_and_publish(instance_id, claim.token, write, tickets), None
+    )
+
+
+def chained_claim(
+    claim: Claim, write: StepWrite, owner: str, token: int, lease_until: float
+) -> Claim:
+    """The instance claim ``commit_and_claim_next`` hands over, for a backend that does
+    not read it back: ``claim``'s instance with ``write`` applied, held by ``owner``.
+
+    Exact because nobody else wrote to the instance while ``claim`` was held but for
+    a control request, with which nothing is handed over.
+    """
+    loaded = claim.instance
+    record = dataclasses.replace(
+        committed_record(loaded.record, write),
+        owner=owner,
+        claim_token=token,
+        lease_until=lease_until,
+    )
+    checkpoints = {**loaded.checkpoints, **dict(write.checkpoints)}
+    return Claim(LoadedInstance(record, checkpoints), token)
 
 
 async def claim_step_and_instance(

@@ -33,7 +33,7 @@ from sayiir_core.runtime.worker_intake import WorkerIntake
 from sayiir_core.runtime.worker_mismatches import MismatchReporter, taking_over
 from sayiir_core.runtime.worker_release import RELEASE_WITHIN, abandon, hand_back, release_later
 from sayiir_core.telemetry.gauges import report_backend_stats
-from sayiir_core.telemetry.instances import count_takeovers
+from sayiir_core.telemetry.instances import count_step_takeovers, count_takeovers
 from sayiir_core.telemetry.logs import InstanceLogger
 from sayiir_core.workflow.workflow import Workflow
 
@@ -303,7 +303,7 @@ class Worker:
         instances: set[str] | None,
     ) -> list[ClaimedStep]:
         try:
-            return await queue.claim_steps(
+            claimed = await queue.claim_steps(
                 self.worker_id,
                 definitions,
                 self.claim_ttl,
@@ -314,6 +314,8 @@ class Worker:
         except Exception as error:
             self._storage.failed(error)
             return []
+        count_step_takeovers(claimed)
+        return claimed
 
     async def _run_step(
         self,

@@ -25,7 +25,8 @@ from sayiir_core.telemetry.propagation import _continuing, stored_parent
 from sayiir_core.telemetry.steps import current_worker_id, otel_modules
 
 if TYPE_CHECKING:
-    from sayiir_core.backends.step_queue import StepRef
+    from sayiir_core.backends.step_queue import ClaimedStepAndInstance, StepRef
+    from sayiir_core.runtime.dispatch.chain import ChainLink
 
 Outcome = TypeVar("Outcome", bound=Enum, covariant=True)
 R = TypeVar("R", bound=Enum)
@@ -42,16 +43,32 @@ class StepDispatcher(Protocol[Outcome]):
 
     async def open(self) -> None: ...
 
-    async def run_step(self, ref: StepRef, workflow_id: str, definition_hash: str) -> Outcome: ...
+    async def run_step(
+        self,
+        ref: StepRef,
+        workflow_id: str,
+        definition_hash: str,
+        *,
+        claimed: ClaimedStepAndInstance | None = None,
+        chain: ChainLink | None = None,
+    ) -> Outcome: ...
 
 
 async def run_step_traced(
-    dispatcher: StepDispatcher[R], ref: StepRef, workflow_id: str, definition_hash: str
+    dispatcher: StepDispatcher[R],
+    ref: StepRef,
+    workflow_id: str,
+    definition_hash: str,
+    *,
+    claimed: ClaimedStepAndInstance | None = None,
+    chain: ChainLink | None = None,
 ) -> R:
     """``dispatcher.run_step(...)`` under a ``workflow <id>`` span when tracing is on."""
     tracer = otel.tracer()
     if tracer is None:
-        return await dispatcher.run_step(ref, workflow_id, definition_hash)
+        return await dispatcher.run_step(
+            ref, workflow_id, definition_hash, claimed=claimed, chain=chain
+        )
     await dispatcher.open()
     parent = await stored_parent(dispatcher.backend, ref.instance_id)
     span = tracer.start_span(
@@ -71,7 +88,9 @@ async def run_step_traced(
     continuing = _continuing.set(ref.instance_id)
     worker = current_worker_id.set(dispatcher.owner_id)
     try:
-        outcome = await dispatcher.run_step(ref, workflow_id, definition_hash)
+        outcome = await dispatcher.run_step(
+            ref, workflow_id, definition_hash, claimed=claimed, chain=chain
+        )
         span.set_attribute(ATTR_OUTCOME, str(outcome.value))
         return outcome
     except BaseException as error:

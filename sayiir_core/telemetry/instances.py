@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
     from sayiir_core.backends.base import Claim, HistoryEvent
+    from sayiir_core.backends.step_queue import ClaimedStep
 
 SPAN_EVENT_KINDS = frozenset(
     {
@@ -182,7 +183,7 @@ class InstanceObservation:
 
 
 def count_takeover(workflow_id: str) -> None:
-    """An instance was claimed here while another owner's claim was still recorded."""
+    """An instance or a shared step was claimed here after another claim's lease ran out."""
     meters = instruments()
     if meters is not None:
         meters.leases_taken_over.add(1, {ATTR_WORKFLOW: workflow_id})
@@ -203,6 +204,20 @@ def count_takeovers(claims: Iterable[Claim]) -> None:
         record = claim.instance.record
         if record.status is Status.RUNNING:
             count_takeover(record.workflow_id)
+
+
+def count_step_takeovers(steps: Iterable[ClaimedStep]) -> None:
+    """Count the shared steps just claimed that took an expired lease over.
+
+    For every place that claims steps (``claim_steps``, ``claim_step``,
+    ``claim_step_and_instance``): the backend says which claims found a lease that had
+    run out (``ClaimedStep.taken_over``); they are counted with the instance takeovers.
+    """
+    if otel.meter() is None:
+        return
+    for step in steps:
+        if step.taken_over:
+            count_takeover(step.ticket.workflow_id)
 
 
 def _event_attributes(event: HistoryEvent) -> dict[str, str | int | float]:

@@ -9,7 +9,8 @@ test here skips, saying so (``advance_queue`` then builds the two from other met
 ``StepAndInstanceClaim`` (optional as well) claims a step and, when that step is its
 instance's only one out and nothing is asked of the instance, the instance with it; the
 cases run through ``claim_step_and_instance``, which falls back to ``claim_step``
-alone, so its step half holds on every backend.
+alone, so its step half holds on every backend. ``CommitAndClaimNext``'s cases (a
+chain's next step claimed by the commit before it) are in ``_advance_chain.py``.
 
 The concurrency cases are the point: a get-then-claim could take an instance from a
 live holder between its read and its write, and a stolen advance re-queued a step that
@@ -19,8 +20,6 @@ the holder had just checkpointed, so a copy of its message ran it again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
 
 import pytest
 
@@ -32,37 +31,21 @@ from sayiir_core.backends.step_queue import (
     StepAndInstanceClaim,
     StepQueue,
     StepRef,
-    StepTicket,
     claim_step_and_instance,
 )
 from sayiir_core.errors import InstanceNotFoundError, LeaseLostError
+from sayiir_core.testing._advance_chain import (
+    WANTED,
+    AdvanceBackend,
+    ChainCommitCases,
+    dispatched,
+    released,
+    ticket,
+)
 from sayiir_core.testing._support import HASH, NOW, TTL, BackendFixtures, create
 
-WANTED = {"wf": HASH}
 # How many claimers race for one instance in the concurrency cases.
 _RACERS = 8
-
-
-class AdvanceBackend(Backend, StepQueue, AdvanceQueue, Protocol):
-    """A backend with the step queue and ``AdvanceQueue``: what these tests drive."""
-
-
-def ticket(key: str, instance_id: str = "i-1") -> StepTicket:
-    return StepTicket(StepRef(instance_id, key, 1), "wf", HASH, b"5", 3, NOW)
-
-
-def released(
-    status: Status = Status.WAITING,
-    *,
-    now: float = NOW + 1,
-    checkpoints: Sequence[tuple[str, bytes]] = (),
-    control: Mapping[str, Any] | None = None,
-    output: bytes | None = None,
-) -> StepWrite:
-    """A write that lets go of the claim, as the end of a dispatched advance does."""
-    return StepWrite(
-        status, control or {}, now, checkpoints=checkpoints, output=output, release=True
-    )
 
 
 def _advancing(backend: Backend) -> AdvanceBackend:
@@ -75,7 +58,7 @@ def _advancing(backend: Backend) -> AdvanceBackend:
     return backend
 
 
-class AdvanceQueueContract(BackendFixtures):
+class AdvanceQueueContract(ChainCommitCases, BackendFixtures):
     """``claim_if_free`` never takes a live claim; ``commit_and_publish`` is fenced."""
 
     @pytest.fixture
@@ -280,13 +263,7 @@ class AdvanceQueueContract(BackendFixtures):
     # holding it blocks nobody (backends with StepAndInstanceClaim; else never) ----------
 
     async def _dispatched(self, ops: AdvanceBackend, *keys: str) -> None:
-        """An instance with checkpoint ``a``, parked on the steps ``keys``, released."""
-        await create(ops)
-        claim = await ops.claim_if_free("i-1", "w0", WANTED, TTL, NOW)
-        assert claim is not None
-        control = {"dispatched": dict.fromkeys(keys, 1)}
-        write = released(control=control, checkpoints=[("a", b"2")])
-        await ops.commit_and_publish("i-1", claim.token, write, [ticket(k) for k in keys])
+        await dispatched(ops, "i-1", *keys)
 
     async def _claim(
         self, ops: AdvanceBackend, key: str = "b", owner: str = "w1", now: float = NOW + 2
@@ -325,6 +302,7 @@ class AdvanceQueueContract(BackendFixtures):
 
         first = await self._claim(ops)
         assert first is not None
+        assert not first.step.taken_over
         assert await self._claim(ops, owner="w2", now=NOW + 3) is None  # a duplicate delivery
         assert await ops.claim_if_free("i-1", "w2", WANTED, TTL, NOW + TTL + 3) is not None
         # The step's lease ran out: a takeover, with a larger token; not the instance,
@@ -332,6 +310,7 @@ class AdvanceQueueContract(BackendFixtures):
         again = await self._claim(ops, owner="w3", now=NOW + TTL + 4)
         assert again is not None
         assert again.step.token > first.step.token
+        assert again.step.taken_over  # counted as a lease takeover
         assert again.instance is None
 
     async def test_no_instance_while_another_step_is_out(self, ops: AdvanceBackend) -> None:

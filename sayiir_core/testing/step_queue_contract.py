@@ -121,6 +121,32 @@ class StepQueueContract(BackendFixtures):
         assert not await queue.finish_step(ref(), old.token, succeeded(b"zombie", "zombie"))
         assert await queue.step_results([ref()]) == {ref(): succeeded(b"8", "w3")}
 
+    async def test_a_claim_says_whether_it_took_an_expired_lease_over(
+        self, queue: QueueBackend
+    ) -> None:
+        """``taken_over`` feeds the lease takeover metric: a first claim is not one, a
+        claim of a step whose lease ran out is, through either way of claiming."""
+        await claimed(queue)
+        await queue.publish_steps([ticket("b", now=NOW), ticket("c", now=NOW + 1)])
+        (first,) = await queue.claim_steps("zombie", WORKFLOWS, TTL, NOW, 1)
+        named = await queue.claim_step(ref("c"), "zombie", TTL, NOW)
+        assert named is not None
+        assert (first.taken_over, named.taken_over) == (False, False)
+
+        (again,) = await queue.claim_steps("w3", WORKFLOWS, TTL, NOW + TTL, 1)
+        named_again = await queue.claim_step(ref("c"), "w3", TTL, NOW + TTL)
+        assert named_again is not None
+        assert (again.ticket.ref, again.taken_over) == (ref("b"), True)
+        assert named_again.taken_over
+        # One step fresh, one taken over, in one claim: each says which it is.
+        await queue.publish_steps([ticket("d", now=NOW + 2)])
+        claims = await queue.claim_steps("w4", WORKFLOWS, TTL, NOW + 2 * TTL, 10)
+        assert {c.ticket.ref.step_key: c.taken_over for c in claims} == {
+            "b": True,
+            "c": True,
+            "d": False,
+        }
+
     async def test_a_renewed_step_lease_is_not_taken_over(self, queue: QueueBackend) -> None:
         await claimed(queue)
         await queue.publish_steps([ticket()])

@@ -3,8 +3,10 @@
 Configured by environment variables set by ``celery_fleet.Fleet``: the broker URL and key
 prefix, the PostgreSQL URL and schema, the log file every step body appends to (one
 fsynced line per event, so the log is exact even after a SIGKILL), and the files the
-gate steps wait for. Every publish of any message is logged too, so a test can prove no
-message ever carried an ETA or countdown.
+gate steps wait for. Every publish of any message is logged too (with the instance and
+step it names), so a test can prove no message ever carried an ETA or countdown and
+count the messages of an instance; so is the start of every step task (``task ...``),
+so a test can tell which steps one task ran (chain continuation).
 """
 
 from __future__ import annotations
@@ -113,6 +115,43 @@ def flaky(n: int) -> int:
 
 timed = Flow("timed").then(flaky).delay("nap", 2.0).then(finish).build()
 
+
+@task("first")
+def first(n: int) -> int:
+    step("first")
+    return n
+
+
+# A quick step, then the gated one: ``slow`` is reached by chain continuation.
+relay = Flow("relay").then(first).then(slow).then(finish).build()
+# ``left`` goes to queue ``io`` when routes are on: the chain changes queue twice.
+hop = Flow("hop").then(first).then(left).then(finish).build()
+
+
+@task("bump")
+def bump(n: int) -> int:
+    step(f"bump{n}")
+    return n + 1
+
+
+@task("pace")
+def pace(n: int) -> int:
+    step(f"pace{n}")
+    time.sleep(0.4)
+    return n + 1
+
+
+def _chain(name: str, body: Any, prefix: str, steps: int) -> Any:
+    flow = Flow(name)
+    for n in range(steps):
+        flow = flow.then(body, name=f"{prefix}{n}")
+    return flow.build()
+
+
+# Started with 0, step ``bumpN`` logs itself as ``bumpN`` (and ``paceN`` as ``paceN``).
+chain10 = _chain("chain10", bump, "bump", 10)
+paced = _chain("paced", pace, "pace", 6)
+
 BACKEND = PostgresBackend(
     os.environ.get("BRIDGE_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     schema=os.environ.get("BRIDGE_PG_SCHEMA", "public"),
@@ -132,19 +171,33 @@ app.conf.update(
 bridge = SayiirCelery(
     app,
     backend=BACKEND,
-    workflows=[fork_join, gated, timed],
+    workflows=[fork_join, gated, timed, relay, hop, chain10, paced],
     queues_by_tag={"io": "io", "cpu": "cpu"} if os.environ.get("BRIDGE_ROUTES") else None,
     step_lease=float(os.environ.get("BRIDGE_STEP_LEASE", "5")),
     redispatch_after=float(os.environ.get("BRIDGE_REDISPATCH", "2")),
     sweep_interval=0.2,
+    # The bridge's default unless a test sets it (0: one message per step).
+    continue_for=float(os.environ.get("BRIDGE_CONTINUE_FOR") or 1.0),
 )
 
 
 def _log_publish(
-    sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any
+    sender: str | None = None,
+    body: Any = None,
+    headers: dict[str, Any] | None = None,
+    **_: Any,
 ) -> None:
     headers = headers or {}
-    log("publish", sender, "eta", headers.get("eta"), "countdown", headers.get("countdown"))
+    args = body[0] if isinstance(body, (list, tuple)) and body else []
+    message = args[0] if args and isinstance(args[0], dict) else {}
+    names = (message.get("instance", "-"), message.get("step", "-"))
+    eta = ("eta", headers.get("eta"), "countdown", headers.get("countdown"))
+    log("publish", sender, *names, *eta)
+
+
+def _task_started(sender: Any = None, **_: Any) -> None:
+    if getattr(sender, "name", None) == "sayiir_celery.run_step":
+        log("task", NAME, os.getpid())
 
 
 def _ready(**_: Any) -> None:
@@ -153,3 +206,4 @@ def _ready(**_: Any) -> None:
 
 signals.before_task_publish.connect(_log_publish)
 signals.worker_ready.connect(_ready)
+signals.task_prerun.connect(_task_started)

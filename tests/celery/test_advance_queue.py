@@ -175,6 +175,61 @@ async def test_a_dispatched_step_costs_two_round_trips_on_postgres(
 
 
 @pytest.mark.postgres
+@pytest.mark.redis
+async def test_a_chain_continued_in_one_task_costs_one_round_trip_a_step(
+    postgres_schema: tuple[str, str], broker: tuple[str, str]
+) -> None:
+    """The bridge's step task running a chain's next steps itself (``continue_for``):
+    the commit that checkpoints a step claims the next one (``CommitAndClaimNext``), so
+    after the first step's claim each step costs its commit alone, and no message is
+    sent after the first (a message's delivery costs two: claim, then commit)."""
+    from celery import Celery
+
+    from sayiir_celery import SayiirCelery, StepMessage
+    from sayiir_core.backends.postgres import PostgresBackend
+    from sayiir_core.runtime.dispatch import dispatched_steps
+
+    url, schema = postgres_schema
+    proxy = WireProxy()
+    await proxy.start()
+    backend = PostgresBackend(proxy.url(url), schema=schema, max_connections=1)
+    await backend.open()
+    app = Celery("continued", broker=broker[0], set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": broker[1]}
+    # A budget no loaded machine spends on ten steps: every step is continued.
+    bridge = SayiirCelery(app, backend=backend, workflows=[TEN_STEPS], continue_for=60.0)
+    dispatcher = bridge.dispatcher()
+
+    async def first_message(instance_id: str) -> StepMessage:
+        await InstanceControl(backend).submit(TEN_STEPS, instance_id, 0)
+        await dispatcher.advance(instance_id)  # sends the first step's message
+        record = await backend.get_record(instance_id)
+        assert record is not None
+        [(key, attempt)] = dispatched_steps(record).items()
+        return StepMessage(instance_id, key, attempt, "ten", TEN_STEPS.definition_hash)
+
+    try:
+        warm_up: list[Any] = []
+        await bridge._run_steps(await first_message("warm-up"), warm_up)  # prepares statements
+        first = await first_message("counted")
+        proxy.round_trips = 0
+        outbox: list[Any] = []
+
+        assert await bridge._run_steps(first, outbox) is StepRun.RAN
+
+        assert outbox == []  # the last step completed the instance: nothing to send
+        assert proxy.round_trips == 1 + 10
+        record = await backend.get_record("counted")
+        assert record is not None
+        assert record.status is Status.COMPLETED
+        assert record.output == b"10"
+    finally:
+        app.close()
+        await backend.close()
+        await proxy.stop()
+
+
+@pytest.mark.postgres
 async def test_a_too_large_output_fails_its_step_when_written_in_one_go(
     make_postgres_backend: Callable[..., Any],
 ) -> None:

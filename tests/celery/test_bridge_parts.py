@@ -114,12 +114,45 @@ def test_the_config_check_names_each_setting_and_its_fix() -> None:
         "worker pool",
     }
     assert problems["worker_prefetch_multiplier"].fix == ("app.conf.worker_prefetch_multiplier = 1")
+    # Twice the longest step timeout (120 s), plus the 1 s a task may go on with a chain.
     assert (
-        "'visibility_timeout': 240"
+        "'visibility_timeout': 241"
         in problems["broker_transport_options['visibility_timeout']"].fix
     )
     error = CeleryConfigError(list(problems.values()))
     assert "accept_content = ['pickle', 'json']" in str(error)
+
+
+def test_the_visibility_timeout_must_also_cover_the_continuation_budget() -> None:
+    """A chain's task may start steps for ``continue_for`` seconds, the last of which
+    may run its whole timeout, before its message is acknowledged."""
+
+    def app() -> Celery:
+        app = Celery("budget", broker="redis://127.0.0.1:6379/11", set_as_current=False)
+        app.conf.update(
+            worker_prefetch_multiplier=1, broker_transport_options={"visibility_timeout": 122}
+        )
+        return app
+
+    setting = "broker_transport_options['visibility_timeout']"
+    within = SayiirCelery(app(), backend=InMemoryBackend(), workflows=[FLOW], continue_for=1.0)
+    assert within.config_problems("prefork") == []
+    beyond = SayiirCelery(app(), backend=InMemoryBackend(), workflows=[FLOW], continue_for=5.0)
+    [problem] = beyond.config_problems("prefork")
+    assert problem.setting == setting
+    assert "5 s (continue_for)" in problem.why
+    assert "120 s (its timeout)" in problem.why
+    assert "'visibility_timeout': 245" in problem.fix
+    assert check_config(beyond.app, "sayiir_celery.run_step", [FLOW], continue_for=0.0) == []
+
+
+def test_continue_for_is_zero_or_more_seconds() -> None:
+    def app() -> Celery:
+        return Celery("negative", broker="amqp://guest@127.0.0.1//", set_as_current=False)
+
+    with pytest.raises(ValueError, match="continue_for"):
+        SayiirCelery(app(), backend=InMemoryBackend(), workflows=[FLOW], continue_for=-1)
+    assert SayiirCelery(app(), backend=InMemoryBackend(), workflows=[FLOW]).continue_for == 1.0
 
 
 def test_a_good_config_has_no_problems() -> None:
@@ -187,3 +220,77 @@ def test_a_step_message_asks_for_no_result_and_says_what_it_runs(
     assert headers["argsrepr"] == "('i-1', 'charge', attempt 1)"
     assert headers["ignore_result"] is True
     assert not app.backend.result_consumer.subscribed_to
+
+
+def test_a_task_goes_on_only_with_one_next_step_of_its_chain_on_its_queue() -> None:
+    from sayiir_celery.continuation import Continuation
+
+    now = [100.0]
+    router = Router(
+        queues_by_task={"crunch": "main"}, queues_by_tag={"io": "io"}, default_queue="main"
+    )
+
+    def options_of(message: StepMessage) -> dict[str, object]:
+        return router.options(FLOW.tasks[message.step_key])
+
+    continuation = Continuation(1.0, options_of, clock=lambda: now[0])
+    deadline = continuation.deadline()
+
+    def message(step: str, attempt: int = 1, instance: str = "i-1") -> StepMessage:
+        return StepMessage(instance, step, attempt, "parts", FLOW.definition_hash)
+
+    ran = message("charge")
+    main = router.options(FLOW.tasks["charge"])
+    assert router.options(FLOW.tasks["crunch"]) == main
+    crunch = (message("crunch"), main)
+
+    outbox = [crunch]
+    assert continuation.next_step(ran, outbox, deadline) == crunch
+    assert outbox == []  # taken: not published
+    # Two next steps (fork branches, map items): both published.
+    outbox = [crunch, crunch]
+    assert continuation.next_step(ran, outbox, deadline) is None
+    assert len(outbox) == 2
+    # Another queue: published, for that queue's workers.
+    fetch = (message("fetch"), router.options(FLOW.tasks["fetch"]))
+    assert continuation.next_step(ran, [fetch], deadline) is None
+    # Another priority or routing key on the same queue is another route too.
+    assert continuation.next_step(ran, [(crunch[0], {**main, "priority": 0})], deadline) is None
+    # A retry of the step that just ran, or a step of another instance: published.
+    assert continuation.next_step(ran, [(message("charge", 2), main)], deadline) is None
+    other = (message("crunch", instance="i-2"), main)
+    assert continuation.next_step(ran, [other], deadline) is None
+    # The budget spent: published.
+    now[0] = deadline
+    assert continuation.next_step(ran, [crunch], deadline) is None
+    # A budget of 0 is spent at once: every step is its own message.
+    never = Continuation(0.0, options_of, clock=lambda: now[0])
+    assert never.next_step(ran, [crunch], never.deadline()) is None
+
+
+def test_a_task_claims_with_its_commit_only_the_step_it_would_run_next() -> None:
+    """``wants``: asked before the commit about the one step the advance would send (the
+    commit then claims it for the task), by the same rules as ``next_step``."""
+    from sayiir_celery.continuation import Continuation
+    from sayiir_core.backends.step_queue import StepRef, StepTicket
+
+    now = [100.0]
+    router = Router(
+        queues_by_task={"crunch": "main"}, queues_by_tag={"io": "io"}, default_queue="main"
+    )
+    continuation = Continuation(
+        1.0, lambda m: router.options(FLOW.tasks[m.step_key]), clock=lambda: now[0]
+    )
+    deadline = continuation.deadline()
+    ran = StepMessage("i-1", "charge", 1, "parts", FLOW.definition_hash)
+
+    def ticket(step: str, attempt: int = 1, instance: str = "i-1") -> StepTicket:
+        ref = StepRef(instance, step, attempt)
+        return StepTicket(ref, "parts", FLOW.definition_hash, b"1", 3, 0.0)
+
+    assert continuation.wants(ran, deadline, ticket("crunch"))
+    assert not continuation.wants(ran, deadline, ticket("fetch"))  # another queue
+    assert not continuation.wants(ran, deadline, ticket("charge", 2))  # a retry
+    assert not continuation.wants(ran, deadline, ticket("crunch", instance="i-2"))
+    now[0] = deadline
+    assert not continuation.wants(ran, deadline, ticket("crunch"))  # the budget spent

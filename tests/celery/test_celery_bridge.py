@@ -63,7 +63,7 @@ def test_sigkill_mid_step_runs_it_again_once_after_its_lease(
     client = app_module.bridge.client
     client.submit(app_module.gated, "kill-me", 1)
     wait_until(lambda: fleet.started()[("kill-me", "slow")] == 1, 30, "the step to start")
-    victim = int(next(line.split()[3] for line in fleet.lines() if " slow " in line))
+    victim = int(next(line.split()[3] for line in fleet.lines() if line.endswith(" started")))
     assert victim in pool_children(worker.pid)
     os.kill(victim, signal.SIGKILL)
     fleet.open_gate("slow-kill-me")

@@ -120,26 +120,64 @@ def test_celery_step_spans_continue_the_submitters_trace(
         return step_names <= {span["name"] for span in _spans(spans_path)}
 
     wait_until(all_steps_exported, 30, "the worker's step spans")
-    exported = _spans(spans_path)
+    _assert_one_workflow_span_per_step(
+        _spans(spans_path), context, "fork_join", "traced-1", step_names
+    )
+    # The submitting process ran no step: its only spans are the test's own.
+    assert [span.name for span in submitted_here] == ["submit"]
+
+
+def test_each_step_of_a_continued_chain_keeps_its_own_workflow_span(
+    fleet: Fleet, app_module: ModuleType, tmp_path: Path
+) -> None:
+    """Steps a task runs one after the other (chain continuation) are traced as if each
+    came in its own message: a ``workflow`` span each, under the submitting span."""
+    spans_path = tmp_path / "spans.jsonl"
+    _start_traced_worker(fleet, tmp_path, spans_path)
+    client = app_module.bridge.client
+    with installed():
+        with trace.get_tracer("test").start_as_current_span("submit") as submit:
+            client.submit(app_module.chain10, "traced-chain", 0)
+        assert client.result("traced-chain", timeout=60) == 10
+    step_names = {f"step bump{n}" for n in range(10)}
+
+    def all_steps_exported() -> bool:
+        return step_names <= {span["name"] for span in _spans(spans_path)}
+
+    wait_until(all_steps_exported, 30, "the worker's step spans")
+    _assert_one_workflow_span_per_step(
+        _spans(spans_path), submit.get_span_context(), "chain10", "traced-chain", step_names
+    )
+    published = [line for line in fleet.lines() if line.startswith("publish ")]
+    assert len(published) < 10  # the chain went on in the tasks that ran its steps
+
+
+def _assert_one_workflow_span_per_step(
+    exported: list[dict[str, Any]],
+    context: trace.SpanContext,
+    workflow_id: str,
+    instance_id: str,
+    step_names: set[str],
+) -> None:
     steps = [span for span in exported if span["name"].startswith("step ")]
-    # One workflow span per step message, as a worker has one per run of an instance.
-    advances = {span["span_id"]: span for span in exported if span["name"] == "workflow fork_join"}
+    # One workflow span per step, as a worker has one per run of an instance.
+    advances = {
+        span["span_id"]: span for span in exported if span["name"] == f"workflow {workflow_id}"
+    }
     assert {span["name"] for span in steps} == step_names
     assert len(advances) == len(steps)
     for advance in advances.values():
         assert advance["trace_id"] == context.trace_id, advance
         assert advance["parent_id"] == context.span_id, advance
-        assert advance["attributes"]["sayiir.instance.id"] == "traced-1"
+        assert advance["attributes"]["sayiir.instance.id"] == instance_id
         assert advance["attributes"]["sayiir.outcome"] == "ran"
     for span in steps:
         assert span["trace_id"] == context.trace_id, span
-        advance = advances[span["parent_id"]]  # the step hangs under its message's span
+        advance = advances[span["parent_id"]]  # the step hangs under its own workflow span
         assert advance["attributes"]["sayiir.step.key"] == span["attributes"]["sayiir.task.id"]
         assert advance["pid"] == span["pid"]
         attributes = span["attributes"]
-        assert attributes["sayiir.instance.id"] == "traced-1"
-        assert attributes["sayiir.workflow.id"] == "fork_join"
+        assert attributes["sayiir.instance.id"] == instance_id
+        assert attributes["sayiir.workflow.id"] == workflow_id
         assert attributes["sayiir.outcome"] == "completed"
         assert str(attributes["sayiir.worker.id"])  # the dispatcher's owner id
-    # The submitting process ran no step: its only spans are the test's own.
-    assert [span.name for span in submitted_here] == ["submit"]

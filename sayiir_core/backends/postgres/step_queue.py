@@ -9,10 +9,13 @@ so workers are not woken for every finished step).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sayiir_core.backends.base import Claim, LoadedInstance
+import asyncpg
+
+from sayiir_core.backends.base import Claim, LoadedInstance, StepWrite
 from sayiir_core.backends.postgres import convert
 from sayiir_core.backends.postgres import statements as sql
 from sayiir_core.backends.postgres.listen import WorkListener
@@ -22,13 +25,18 @@ from sayiir_core.backends.postgres.step_statements import (
     StepStatements as StepStatements,  # re-exported: control.py types its argument with it
 )
 from sayiir_core.backends.rows import failure_json, record_from_row, step_result, to_json
+from sayiir_core.backends.rules import missing
 from sayiir_core.backends.step_queue import (
     ClaimedStep,
     ClaimedStepAndInstance,
+    CommittedChain,
+    NextStepClaim,
     StepRef,
     StepResult,
     StepTicket,
+    chained_claim,
 )
+from sayiir_core.errors import LeaseLostError
 
 if TYPE_CHECKING:
     from sayiir_core.backends.postgres.session import Conn
@@ -245,6 +253,92 @@ class PostgresStepQueue:
 
         return await self._session.run("claim_step_and_instance", body, resolve=resolve)
 
+    # -- CommitAndClaimNext: a chain's step checkpointed and the next one claimed --------
+
+    async def commit_and_claim_next(
+        self,
+        claim: Claim,
+        write: StepWrite,
+        tickets: Sequence[StepTicket],
+        next_claim: NextStepClaim,
+    ) -> CommittedChain:
+        """One statement; checked like ``PostgresBackend.commit_and_publish``."""
+        instance_id, token = claim.instance.record.instance_id, claim.token
+        self._check_write(instance_id, write, tickets)
+        owner, now = next_claim.owner, next_claim.now
+        step_until, claim_until = now + next_claim.step_ttl, now + next_claim.claim_ttl
+        commit_id = secrets.randbits(63)  # says for certain whether a lost reply applied
+        main, statements = self._main, self._advance
+        params = convert.commit_params(
+            instance_id, token, write, commit_id, main.channel, main.done_channel
+        )
+        params += [*ticket_columns(tickets), owner, step_until, claim_until]
+
+        def handed(step_token: int, instance_token: int) -> ClaimedStepAndInstance:
+            step = ClaimedStep(tickets[0], step_token)
+            chained = chained_claim(claim, write, owner, instance_token, claim_until)
+            return ClaimedStepAndInstance(step, chained)
+
+        async def body(conn: Conn, attempt: Attempt) -> CommittedChain:
+            try:
+                rows = await attempt.write(conn, statements.commit_and_claim_next, *params)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name != "sayiir_checkpoints_pkey":
+                    raise
+                raise LeaseLostError(
+                    f"instance {instance_id!r}: a step is already checkpointed"
+                ) from None
+            if not rows:
+                current = await conn.fetchval(main.select_token, instance_id)
+                raise (
+                    missing(instance_id)
+                    if current is None
+                    else convert.lease_lost(instance_id, token, current)
+                )
+            row = rows[0]
+            request = convert.control_request(row["control_request"])
+            if not row["handed_over"]:
+                return CommittedChain(request, None)
+            if row["step_token"] is None:  # a concurrent publish of the step won its row
+                await conn.execute(statements.let_go, instance_id, row["instance_token"], owner)
+                return CommittedChain(request, None)
+            return CommittedChain(request, handed(row["step_token"], row["instance_token"]))
+
+        async def resolve(conn: Conn) -> Done[CommittedChain] | None:
+            row = await conn.fetchrow(statements.chain_outcome, instance_id)
+            if row is None:
+                raise missing(instance_id)
+            if row["last_commit"] != commit_id:
+                if row["claim_token"] != token or row["owner"] is None:
+                    raise convert.lease_lost(instance_id, token, row["claim_token"])
+                return None  # not applied, and the claim is still ours: send it again
+            request = convert.control_request(row["control_request"])
+            kept = (row["owner"], row["lease_until"]) == (owner, claim_until)
+            if not kept or row["claim_token"] != token + 1:
+                return Done(CommittedChain(request, None))
+            key = (instance_id, tickets[0].ref.step_key, tickets[0].ref.attempt)
+            steps = await conn.fetch(self.statements.claimed_one, *key, owner, step_until)
+            if not steps:
+                await conn.execute(statements.let_go, instance_id, token + 1, owner)
+                return Done(CommittedChain(request, None))
+            return Done(CommittedChain(request, handed(steps[0]["claim_token"], token + 1)))
+
+        return await self._session.run("commit_and_claim_next", body, resolve=resolve)
+
+    def _check_write(
+        self, instance_id: str, write: StepWrite, tickets: Sequence[StepTicket]
+    ) -> None:
+        """Refuse before sending what ``PostgresBackend``'s fenced commit refuses."""
+        keys = [key for key, _ in write.checkpoints]
+        if len(set(keys)) != len(keys):
+            raise LeaseLostError(f"instance {instance_id!r}: a step is checkpointed twice")
+        sized = [(payload, f"the checkpoint of step {key!r}") for key, payload in write.checkpoints]
+        if write.output is not None:
+            sized.append((write.output, f"the output of workflow instance {instance_id!r}"))
+        sized += [(t.input, f"the input of step {t.ref.step_key!r}") for t in tickets]
+        for payload, what in sized:
+            convert.check_size(payload, self._max_payload, what)
+
     async def _claim_read(self, conn: Conn, rows: Sequence[Any]) -> Claim:
         checkpoint_rows = await conn.fetch(self._advance.checkpoints_of, [rows[0]["instance_id"]])
         (claim,) = convert.claims_from(rows, checkpoint_rows)
@@ -274,6 +368,7 @@ def _claimed(rows: Sequence[Any]) -> list[ClaimedStep]:
         ClaimedStep(
             StepTicket(StepRef(row[0], row[1], row[2]), row[3], row[4], row[5], row[6], row[7]),
             row[8],
+            row[9],
         )
         for row in rows
     ]
@@ -348,3 +443,12 @@ class StepQueueByDelegation:
         return await self._steps.claim_step_and_instance(
             ref, owner, step_ttl, definitions, claim_ttl, now
         )
+
+    async def commit_and_claim_next(
+        self,
+        claim: Claim,
+        write: StepWrite,
+        tickets: Sequence[StepTicket],
+        next_claim: NextStepClaim,
+    ) -> CommittedChain:
+        return await self._steps.commit_and_claim_next(claim, write, tickets, next_claim)

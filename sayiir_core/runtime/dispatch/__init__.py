@@ -21,6 +21,10 @@ round trips only:
   the step in the same statement (``held``), so the advance after it needs no claim of
   its own: two round trips per step on PostgreSQL. That claim is given up if the step
   runs longer than ``hold_claim`` (1 s), so that a slow step keeps nobody waiting.
+  A caller that runs the chain's next step itself passes a ``ChainLink`` (``chain``):
+  the advance's commit then claims that step and keeps the instance for it
+  (``CommitAndClaimNext``), and ``run_step(..., claimed=...)`` runs it with no claim
+  of its own: one round trip per continued step.
   When another advance holds the instance, the outcome is stored with ``finish_step``
   and the holder picks it up: it looks for outcomes that arrived while it held the
   claim after releasing, and advances again if it finds any. So a join fires once, in
@@ -35,8 +39,8 @@ Framework-neutral: ``send`` is the only thing an adapter provides. The runner it
 knows dispatching (an executor raises ``StepDispatched``, see ``runtime/runner.py``);
 this package adds the step queue around it: ``dispatcher`` (the three operations),
 ``executor`` (``DispatchingExecutor``), ``sink`` (an advance's writes sent as one),
-``held`` (the instance claim a step takes with it), ``outcomes`` (stored steps <->
-outcomes).
+``held`` (the instance claim a step takes with it), ``chain`` (the next step claimed
+by the commit before it), ``outcomes`` (stored steps <-> outcomes).
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from sayiir_core.backends.base import (
 from sayiir_core.backends.step_queue import (
     ClaimedStep,
     ClaimedStepAndInstance,
+    CommitAndClaimNext,
+    NextStepClaim,
     StepAndInstanceClaim,
     StepQueue,
     StepRef,
@@ -35,6 +37,7 @@ from sayiir_core.machine import CancelRequested, Event, PauseRequested, Snapshot
 from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.runtime.convert import snapshot_from
+from sayiir_core.runtime.dispatch.chain import ChainCommit, ChainLink
 from sayiir_core.runtime.dispatch.executor import DispatchingExecutor
 from sayiir_core.runtime.dispatch.held import HOLD_WHILE_RUNNING, HeldClaim, release_write
 from sayiir_core.runtime.dispatch.lease import StepLease
@@ -45,6 +48,7 @@ from sayiir_core.runtime.executor import Executor, TaskFailure, TaskOutcome
 from sayiir_core.runtime.runner import InstanceRunner, ParkPolicy
 from sayiir_core.runtime.step_outcomes import outcome_of, step_result
 from sayiir_core.status import Status
+from sayiir_core.telemetry.instances import count_step_takeovers
 from sayiir_core.telemetry.logs import InstanceLogger
 from sayiir_core.telemetry.propagation import attached, stored_parent
 from sayiir_core.telemetry.steps import current_worker_id
@@ -152,6 +156,9 @@ class Dispatcher:
         self._claims_both: StepAndInstanceClaim | None = None
         if isinstance(backend, StepAndInstanceClaim) and self._hold > 0:
             self._claims_both = backend
+        self._chains: CommitAndClaimNext | None = None
+        if isinstance(backend, CommitAndClaimNext) and self._hold > 0:
+            self._chains = backend
         self._opened = False
 
     async def open(self) -> None:
@@ -161,8 +168,21 @@ class Dispatcher:
 
     # -- the receiving side ----------------------------------------------------------
 
-    async def run_step(self, ref: StepRef, workflow_id: str, definition_hash: str) -> StepRun:
-        """Run the step a message names, then move its instance on."""
+    async def run_step(
+        self,
+        ref: StepRef,
+        workflow_id: str,
+        definition_hash: str,
+        *,
+        claimed: ClaimedStepAndInstance | None = None,
+        chain: ChainLink | None = None,
+    ) -> StepRun:
+        """Run the step a message names, then move its instance on.
+
+        ``chain``: the caller may run the instance's next step itself (``chain.py``).
+        ``claimed``: that next step, already claimed by the advance before it
+        (``ChainLink.next``): it is not claimed again.
+        """
         await self.open()
         workflow = self.registry.get(workflow_id)
         if workflow is None or workflow.definition_hash != definition_hash:
@@ -175,7 +195,8 @@ class Dispatcher:
                 definition_hash[:12],
             )
             return StepRun.UNKNOWN
-        claimed = await self._claim_step(ref)
+        if claimed is None:
+            claimed = await self._claim_step(ref)
         if claimed is None:
             _log(ref).info(
                 "[%s] step %r attempt %d: message dropped (running elsewhere, finished, "
@@ -186,6 +207,7 @@ class Dispatcher:
             )
             return StepRun.DROPPED
         step = claimed.step
+        count_step_takeovers([step])
         held = HeldClaim(self.backend, claimed.instance, self._hold, self._clock)
         # The lease is kept until the outcome is checkpointed or stored, not only while the
         # function runs: an advance slowed down past the lease would otherwise let the
@@ -203,7 +225,7 @@ class Dispatcher:
             if outcome is None:
                 return StepRun.LOST
             own = _OwnOutcome(ref, step.token, outcome)
-            await self._advance(ref.instance_id, own=own, claim=await held.take())
+            await self._advance(ref.instance_id, own=own, claim=await held.take(), chain=chain)
             return StepRun.RAN
         finally:
             lease.stop()
@@ -288,6 +310,7 @@ class Dispatcher:
         own: _OwnOutcome | None = None,
         claim: Claim | None = None,
         resend: bool = False,
+        chain: ChainLink | None = None,
     ) -> None:
         stored = own is None
         for _ in range(_MAX_ROUNDS):
@@ -305,7 +328,7 @@ class Dispatcher:
                     # stored it may not have seen it; if it still holds the claim, it
                     # looks after releasing and finds it.
                     continue
-            done = await self._round(claim, None if stored else own, resend)
+            done = await self._round(claim, None if stored else own, resend, chain)
             claim, resend = None, done.held_back
             if not stored and own is not None and own.ref in done.consumed:
                 stored = True
@@ -336,7 +359,9 @@ class Dispatcher:
                 own.ref.step_key,
             )
 
-    async def _round(self, claim: Claim, own: _OwnOutcome | None, resend: bool) -> _Round:
+    async def _round(
+        self, claim: Claim, own: _OwnOutcome | None, resend: bool, chain: ChainLink | None
+    ) -> _Round:
         """One advance under ``claim``: feed outcomes, then commit, publish and release in
         one write (``AdvanceQueue.commit_and_publish``), then send.
 
@@ -345,12 +370,18 @@ class Dispatcher:
         where the runner turns a too-large output into a failed step.
         """
         try:
-            return await self._round_once(claim, own, resend, buffered=True)
+            return await self._round_once(claim, own, resend, chain, buffered=True)
         except RedoUnbufferedError:
-            return await self._round_once(claim, own, resend, buffered=False)
+            return await self._round_once(claim, own, resend, None, buffered=False)
 
     async def _round_once(
-        self, claim: Claim, own: _OwnOutcome | None, resend: bool, *, buffered: bool
+        self,
+        claim: Claim,
+        own: _OwnOutcome | None,
+        resend: bool,
+        chain: ChainLink | None,
+        *,
+        buffered: bool,
     ) -> _Round:
         record = claim.instance.record
         instance_id = record.instance_id
@@ -380,7 +411,12 @@ class Dispatcher:
         )
         claimed = ClaimedSink(self.backend, instance_id, claim.token, None)
         sink = BufferingSink(
-            claimed, (instance_id, claim.token), self._advancing, executor, buffered=buffered
+            claimed,
+            (instance_id, claim.token),
+            self._advancing,
+            executor,
+            buffered=buffered,
+            chain=self._chain_commit(claim, chain),
         )
         runner = InstanceRunner(
             workflow,
@@ -403,6 +439,10 @@ class Dispatcher:
             )
             return _Round(lost=True, consumed=frozenset(executor.consumed))
         consumed = frozenset(executor.consumed)
+        if chain is not None and chain.next is not None:
+            # Its step goes on here, and the instance stays with it: nothing to send, and
+            # outcomes that arrived meanwhile are for the advance after that step.
+            return _Round(consumed=consumed)
         final = sink.last_write
         # A cancel or pause asked for while the claim was held is honoured at once (one
         # this advance started with has been fed to it already). The steps this advance
@@ -424,6 +464,15 @@ class Dispatcher:
         ]
         arrived = bool(waiting) and bool(await self._queue.step_results(waiting))
         return _Round(consumed=consumed, look_again=arrived)
+
+    def _chain_commit(self, claim: Claim, chain: ChainLink | None) -> ChainCommit | None:
+        if chain is None or self._chains is None:
+            return None
+
+        def next_claim() -> NextStepClaim:
+            return NextStepClaim(self.owner_id, self.step_lease, self._held_lease, self._clock())
+
+        return ChainCommit(self._chains, claim, chain, next_claim)
 
     async def _send_steps(
         self, instance_id: str, tickets: Sequence[StepTicket], token: int

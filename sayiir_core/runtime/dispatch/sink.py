@@ -10,6 +10,7 @@ import dataclasses
 from sayiir_core.backends.base import BufferedSignal, ControlRequest, StepWrite
 from sayiir_core.backends.step_queue import AdvanceQueue
 from sayiir_core.errors import PayloadTooLargeError
+from sayiir_core.runtime.dispatch.chain import ChainCommit
 from sayiir_core.runtime.dispatch.executor import DispatchingExecutor
 from sayiir_core.runtime.durable_runner import ClaimedSink
 
@@ -26,7 +27,9 @@ class BufferingSink:
     (``commit_and_publish``). So a step's checkpoint, the next steps and the release
     cost one round trip. A held write returns no control request: one asked for meanwhile
     is read back by the releasing write (``request_at_release``). With ``buffered``
-    false, each write is a commit of its own (``ClaimedSink``).
+    false, each write is a commit of its own (``ClaimedSink``). ``chain``: the
+    releasing write, when it is the first one sent, may hand the next step over
+    (``chain.py``).
     """
 
     def __init__(
@@ -37,12 +40,14 @@ class BufferingSink:
         executor: DispatchingExecutor,
         *,
         buffered: bool,
+        chain: ChainCommit | None = None,
     ) -> None:
         self._sink = sink
         self._instance_id, self._token = claim
         self._advancing = advancing
         self._executor = executor
         self._buffered = buffered
+        self._chain = chain if buffered else None  # for the first write sent only
         self._held: StepWrite | None = None
         self.released = False
         self.last_write: StepWrite | None = None
@@ -71,7 +76,10 @@ class BufferingSink:
 
     async def _send(self, write: StepWrite) -> ControlRequest | None:
         tickets = self._executor.take_unpublished()
+        chain, self._chain = self._chain, None
         try:
+            if chain is not None and chain.hands_over(write, tickets, self._executor.to_send):
+                return await chain.commit(write, tickets)
             return await self._advancing.commit_and_publish(
                 self._instance_id, self._token, write, tickets
             )
