@@ -45,14 +45,10 @@ by the commit before it), ``outcomes`` (stored steps <-> outcomes).
 
 from __future__ import annotations
 
-from sayiir_core.runtime.dispatch.dispatcher import (
-    DISPATCH_PARK,
-    Dispatcher,
-    SendSteps,
-    StepRun,
-)
+from sayiir_core.runtime.dispatch.dispatcher import DISPATCH_PARK, Dispatcher, SendSteps
 from sayiir_core.runtime.dispatch.executor import DispatchingExecutor
 from sayiir_core.runtime.dispatch.outcomes import dispatched_steps
+from sayiir_core.runtime.dispatch.rounds import StepRun
 from sayiir_core.runtime.executor import StepDispatched
 from sayiir_core.runtime.step_outcomes import outcome_of
 

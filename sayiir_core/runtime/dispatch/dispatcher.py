@@ -6,18 +6,13 @@ See the package docstring (``sayiir_core.runtime.dispatch``) for the three opera
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from sayiir_core.backends.base import (
     Backend,
     Claim,
-    ControlRequest,
-    InstanceRecord,
 )
 from sayiir_core.backends.step_queue import (
     ClaimedStep,
@@ -33,7 +28,6 @@ from sayiir_core.backends.step_queue import (
 )
 from sayiir_core.codec import DEFAULT_CODEC, Codec
 from sayiir_core.errors import LeaseLostError, PayloadTooLargeError
-from sayiir_core.machine import CancelRequested, Event, PauseRequested, Snapshot
 from sayiir_core.machine.keys import task_id_of_key
 from sayiir_core.machine.state import ErrorInfo
 from sayiir_core.runtime.convert import snapshot_from
@@ -42,12 +36,18 @@ from sayiir_core.runtime.dispatch.executor import DispatchingExecutor
 from sayiir_core.runtime.dispatch.held import HOLD_WHILE_RUNNING, HeldClaim, release_write
 from sayiir_core.runtime.dispatch.lease import StepLease
 from sayiir_core.runtime.dispatch.outcomes import dispatched_in, dispatched_steps, step_request
+from sayiir_core.runtime.dispatch.rounds import (
+    OwnOutcome,
+    Round,
+    StepRun,
+    control_event,
+    resumed,
+)
 from sayiir_core.runtime.dispatch.sink import BufferingSink, RedoUnbufferedError
 from sayiir_core.runtime.durable_runner import ClaimedSink, default_owner_id
 from sayiir_core.runtime.executor import Executor, TaskFailure, TaskOutcome
 from sayiir_core.runtime.runner import InstanceRunner, ParkPolicy
 from sayiir_core.runtime.step_outcomes import outcome_of, step_result
-from sayiir_core.status import Status
 from sayiir_core.telemetry.instances import count_step_takeovers
 from sayiir_core.telemetry.logs import InstanceLogger
 from sayiir_core.telemetry.propagation import attached, stored_parent
@@ -65,34 +65,6 @@ DISPATCH_PARK = ParkPolicy(delays=True, signals=True, retries_longer_than=0.0)
 RENEW_AT_MOST_EVERY = 2.0
 # An advance that keeps finding new outcomes hands over to the next one after this many.
 _MAX_ROUNDS = 50
-
-
-class StepRun(StrEnum):
-    """What ``Dispatcher.run_step`` did with a message."""
-
-    RAN = "ran"
-    DROPPED = "dropped"  # already running, finished, withdrawn, or its instance finished
-    UNKNOWN = "unknown"  # a workflow or definition this process does not have
-    LOST = "lost"  # the step's lease was taken over while it ran; that run's outcome counts
-
-
-@dataclass(frozen=True, slots=True)
-class _OwnOutcome:
-    """An outcome this process ran and holds, with the step claim that fences it."""
-
-    ref: StepRef
-    token: int
-    outcome: TaskOutcome
-
-
-@dataclass(frozen=True, slots=True)
-class _Round:
-    """How one advance under the claim went."""
-
-    lost: bool = False  # the claim was taken over: nothing after that was written
-    consumed: frozenset[StepRef] = frozenset()
-    look_again: bool = False  # outcomes or a request arrived while the claim was held
-    held_back: bool = False  # steps queued but not sent, for the next advance to send
 
 
 class Dispatcher:
@@ -224,7 +196,7 @@ class Dispatcher:
             outcome = await self._outcome(step, workflow, lease, ref)
             if outcome is None:
                 return StepRun.LOST
-            own = _OwnOutcome(ref, step.token, outcome)
+            own = OwnOutcome(ref, step.token, outcome)
             await self._advance(ref.instance_id, own=own, claim=await held.take(), chain=chain)
             return StepRun.RAN
         finally:
@@ -307,7 +279,7 @@ class Dispatcher:
         self,
         instance_id: str,
         *,
-        own: _OwnOutcome | None = None,
+        own: OwnOutcome | None = None,
         claim: Claim | None = None,
         resend: bool = False,
         chain: ChainLink | None = None,
@@ -344,7 +316,7 @@ class Dispatcher:
             "[%s] still busy after %d advances; the sweeper goes on", instance_id, _MAX_ROUNDS
         )
 
-    async def _store(self, own: _OwnOutcome) -> None:
+    async def _store(self, own: OwnOutcome) -> None:
         result = step_result(own.outcome, self.owner_id)
         try:
             stored = await self._queue.finish_step(own.ref, own.token, result)
@@ -360,8 +332,8 @@ class Dispatcher:
             )
 
     async def _round(
-        self, claim: Claim, own: _OwnOutcome | None, resend: bool, chain: ChainLink | None
-    ) -> _Round:
+        self, claim: Claim, own: OwnOutcome | None, resend: bool, chain: ChainLink | None
+    ) -> Round:
         """One advance under ``claim``: feed outcomes, then commit, publish and release in
         one write (``AdvanceQueue.commit_and_publish``), then send.
 
@@ -377,12 +349,12 @@ class Dispatcher:
     async def _round_once(
         self,
         claim: Claim,
-        own: _OwnOutcome | None,
+        own: OwnOutcome | None,
         resend: bool,
         chain: ChainLink | None,
         *,
         buffered: bool,
-    ) -> _Round:
+    ) -> Round:
         record = claim.instance.record
         instance_id = record.instance_id
         workflow = self.registry[record.workflow_id]
@@ -421,7 +393,7 @@ class Dispatcher:
         runner = InstanceRunner(
             workflow,
             instance_id,
-            _resumed(snapshot_from(claim.instance, self.codec), record, before),
+            resumed(snapshot_from(claim.instance, self.codec), record, before),
             executor=executor,
             codec=self.codec,
             sink=sink,
@@ -430,19 +402,19 @@ class Dispatcher:
             clock=self._clock,
         )
         try:
-            await runner.run(_control_event(record))
+            await runner.run(control_event(record))
             if not sink.released:
                 await sink.write(release_write(sink.last_write, record, self._clock()))
         except LeaseLostError:
             InstanceLogger(logger, instance_id, workflow_id=record.workflow_id).info(
                 "[%s] advance: claim taken over; leaving it to the new holder", instance_id
             )
-            return _Round(lost=True, consumed=frozenset(executor.consumed))
+            return Round(lost=True, consumed=frozenset(executor.consumed))
         consumed = frozenset(executor.consumed)
         if chain is not None and chain.next is not None:
             # Its step goes on here, and the instance stays with it: nothing to send, and
             # outcomes that arrived meanwhile are for the advance after that step.
-            return _Round(consumed=consumed)
+            return Round(consumed=consumed)
         final = sink.last_write
         # A cancel or pause asked for while the claim was held is honoured at once (one
         # this advance started with has been fed to it already). The steps this advance
@@ -450,10 +422,10 @@ class Dispatcher:
         # if the instance still runs them (a paused one's on unpause, with ``resend``).
         asked = sink.request_at_release not in (None, record.control_request)
         if asked and final is not None and not final.status.is_terminal:
-            return _Round(consumed=consumed, look_again=True, held_back=bool(executor.to_send))
+            return Round(consumed=consumed, look_again=True, held_back=bool(executor.to_send))
         await self._send_steps(instance_id, executor.to_send, claim.token)
         if final is None or final.status.is_terminal:
-            return _Round(consumed=consumed)
+            return Round(consumed=consumed)
         # Steps dispatched before this advance may have finished while it held the claim;
         # their workers saw the claim and left the outcome for this advance to find.
         after = dispatched_in(final.control)
@@ -463,7 +435,7 @@ class Dispatcher:
             if after.get(key) == attempt and StepRef(instance_id, key, attempt) not in consumed
         ]
         arrived = bool(waiting) and bool(await self._queue.step_results(waiting))
-        return _Round(consumed=consumed, look_again=arrived)
+        return Round(consumed=consumed, look_again=arrived)
 
     def _chain_commit(self, claim: Claim, chain: ChainLink | None) -> ChainCommit | None:
         if chain is None or self._chains is None:
@@ -494,24 +466,3 @@ class Dispatcher:
 def _log(ref: StepRef) -> InstanceLogger:
     """The dispatcher's logger with the step's instance and task ids on each record."""
     return InstanceLogger(logger, ref.instance_id, task_id=task_id_of_key(ref.step_key))
-
-
-def _control_event(record: InstanceRecord) -> Event | None:
-    if record.control_request is ControlRequest.CANCEL:
-        return CancelRequested()
-    if record.control_request is ControlRequest.PAUSE:
-        return PauseRequested()
-    return None
-
-
-def _resumed(snapshot: Snapshot, record: InstanceRecord, before: Mapping[str, int]) -> Snapshot:
-    """The snapshot to advance from: ``running`` when parked only on dispatched steps.
-
-    Such an instance is ``waiting`` merely because nobody holds it (see ``_release`` in
-    the runner); the machine would flip it back to ``running`` at once, since the steps
-    still out are on its frontier, and the runner would spend a commit on that flip
-    alone. Starting from ``running`` saves that round trip; every other write is the same.
-    """
-    if before and record.status is Status.WAITING and record.control_request is None:
-        return dataclasses.replace(snapshot, status=Status.RUNNING)
-    return snapshot
