@@ -288,13 +288,14 @@ class InMemoryStepQueue(MemoryState):
 
 def _goes_on_alone(stored: Stored, ref: StepRef) -> bool:
     """After a commit: the instance runs on, nothing is asked of it, and ``ref`` is its
-    only step queued or running (``commit_and_claim_next`` may hand both over)."""
+    only step row (``commit_and_claim_next`` may hand both over). A finished step's row
+    counts too: its outcome waits for an advance, which a hand-over would put off."""
     record = stored.record
     if record.status.is_terminal or record.status is Status.PAUSED:
         return False
     if record.control_request is not None:
         return False
-    return all(other == ref or step.result is not None for other, step in stored.steps.items())
+    return all(other == ref for other in stored.steps)
 
 
 def _drop_checkpointed_steps(stored: Stored, write: StepWrite) -> None:

@@ -187,6 +187,27 @@ class ChainCommitCases:
         assert done.next is None
         await self._nothing_handed_over(ops, "c", instance_id="i-2")
 
+    async def test_another_step_finished_but_not_yet_applied_hands_nothing_over(
+        self, ops: AdvanceBackend
+    ) -> None:
+        # Its outcome waits for an advance: handing c over would put that off until c's.
+        await dispatched(ops, "i-2", "b", "x")  # a fork: b and x out
+        claim = await ops.claim_if_free("i-2", "w1", WANTED, TTL, NOW + 2)
+        assert claim is not None
+        x = await ops.claim_step(StepRef("i-2", "x", 1), "w5", TTL, NOW + 2)
+        assert x is not None
+        result = StepResult("w5", NOW + 2, NOW + 2.5, output=b"7")
+        assert await ops.finish_step(StepRef("i-2", "x", 1), x.token, result)
+        write = released(
+            now=NOW + 3, control={"dispatched": {"c": 1, "x": 1}}, checkpoints=[("b", b"6")]
+        )
+
+        next_claim = NextStepClaim("w1", TTL, TTL, NOW + 3)
+        done = await commit_and_claim_next(ops, claim, write, [ticket("c", "i-2")], next_claim)
+
+        assert done.next is None
+        await self._nothing_handed_over(ops, "c", instance_id="i-2")
+
     async def test_a_finished_instance_or_a_step_queued_before_hands_nothing_over(
         self, ops: AdvanceBackend
     ) -> None:

@@ -106,6 +106,31 @@ async def test_calls_go_to_the_thread_while_the_disk_is_slow_and_back_when_quick
     assert labels[-1] == "here"
 
 
+async def test_quick_reads_do_not_let_slow_writes_run_in_place(
+    worker: ConnectionThread,
+) -> None:
+    """A web process reads status between commits: the reads are quick, the commits
+    wait for a slow fsync. Writes are judged by writes alone."""
+    await worker.opened()
+
+    def slow_write(label: str) -> Callable[[sqlite3.Connection], tuple[str, int]]:
+        def run(conn: sqlite3.Connection) -> tuple[str, int]:
+            threading.Event().wait(_QUICK * 4)  # a commit waiting for a slow fsync
+            return label, threading.get_ident()
+
+        return run
+
+    labels = []
+    for _ in range(30):
+        labels.append(
+            (await worker.call(slow_write("thread"), try_here=slow_write("here"), writes=True))[0]
+        )
+        for _ in range(4):
+            await worker.call(where("thread"), try_here=where("here"))
+    # The first few writes run in place until their average passes _QUICK; none after.
+    assert labels[-20:] == ["thread"] * 20
+
+
 async def test_a_call_refused_in_place_runs_on_the_thread(worker: ConnectionThread) -> None:
     await worker.opened()
 

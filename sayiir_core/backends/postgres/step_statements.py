@@ -285,15 +285,17 @@ def _with_next_claimed(commit_and_publish: str, t: str) -> str:
     owner, step_until, claim_until = f"${n + 1}::text", f"${n + 2}::float8", f"${n + 3}::float8"
     keys, attempts = f"${n - 6}::text[]", f"${n - 5}::int4[]"
     # Judged from the statement's snapshot, once: the ticket's ref has no row, and no
-    # other step is queued or running but those the write checkpoints (it deletes them).
+    # other step has one but those the write checkpoints (it deletes them). A finished
+    # step's row counts too: its outcome waits for an advance, which a hand-over would
+    # put off until the handed-over step's own advance.
     alone = f"""WITH alone AS (
                 SELECT NOT EXISTS (
                     SELECT 1 FROM {t}.sayiir_steps AS o
                     WHERE o.instance_id = $1::text
                       AND ((o.step_key = ({keys})[1] AND o.attempt = ({attempts})[1])
-                           OR (o.finished_at IS NULL AND o.step_key NOT IN (
+                           OR o.step_key NOT IN (
                                SELECT k.step_key FROM json_to_recordset($13::json)
-                                                      AS k(step_key text))))) AS ok
+                                                      AS k(step_key text)))) AS ok
             ), upd AS ("""
     hands_over = (
         f"({owner} IS NOT NULL AND $10::bool AND cardinality({keys}) = 1"

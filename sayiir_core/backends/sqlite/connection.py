@@ -9,12 +9,13 @@ connection itself, so opening (which may wait for locks too) happens off the loo
 A hop to the thread and back costs two thread wake-ups and about 75,000 instructions,
 a tenth of a durable step's CPU (measured with callgrind on a chain of steps). So a
 call may first be tried where it was made (``try_here``) when nothing is queued or
-running on the connection and its recent calls took less than ``_QUICK`` on average
-(fsync included; calls on the thread are timed too, so a slow disk is noticed and so is
-its recovery). The attempt must not wait for a lock: it raises ``WouldWait``, the call
-goes to the thread, and so do the next ``_THREAD_ONLY_AFTER_REFUSAL`` calls, since
-another process is busy writing. So the loop is held about ``_QUICK`` per call at most,
-apart from the one call that finds the disk has turned slow.
+running on the connection and recent calls of its kind (reads, or writes) took less
+than ``_QUICK`` on average (fsync included; calls on the thread are timed too, so a
+slow disk is noticed and so is its recovery). The attempt must not wait for a lock:
+it raises ``WouldWait``, the call goes to the thread, and so do the next
+``_THREAD_ONLY_AFTER_REFUSAL`` calls, since another process is busy writing. So the
+loop is held about ``_QUICK`` per call at most, apart from the few calls that find the
+disk has turned slow.
 
 A call cancelled before its turn never runs; one already running finishes on the
 thread (a transaction is all or nothing) and its result is dropped.
@@ -49,10 +50,10 @@ T = TypeVar("T")
 # How long a fork waits for calls in progress before copying the process anyway. A call
 # waiting for another process's lock may take busy_timeout; a fork should not.
 _FORK_QUIESCE_TIMEOUT = 1.0
-# Calls run in place only while recent ones took less than this on average (seconds,
-# fsync included). The average weighs each call 1/_RECENT_CALLS, so one outlier (a
-# preemption, a checkpoint's sync) does not send the next calls to the thread, and a
-# disk that turned slow does within a call or two.
+# Calls run in place only while recent ones of their kind (reads, or writes) took less
+# than this on average (seconds, fsync included). The average weighs each call
+# 1/_RECENT_CALLS, so one outlier (a preemption, a checkpoint's sync) does not send the
+# next calls to the thread, and a disk that turned slow does within a few calls.
 _QUICK = 0.001
 _RECENT_CALLS = 16
 # After a lock refusal, how many calls go straight to the thread.
@@ -65,17 +66,22 @@ class WouldWait(Exception):  # noqa: N818 - a signal between two functions, not 
 
 
 class _Call(Generic[T]):
-    __slots__ = ("function", "future", "loop")
+    __slots__ = ("function", "future", "loop", "writes")
 
     def __init__(
         self,
         function: Callable[[sqlite3.Connection], T],
         loop: asyncio.AbstractEventLoop | None,
         future: asyncio.Future[T] | None,
+        writes: bool = False,
     ) -> None:
         self.function = function
         self.loop = loop
         self.future = future
+        self.writes = writes
+
+    def cancelled(self) -> bool:
+        return self.future is not None and self.future.cancelled()
 
     def run(self, conn: sqlite3.Connection) -> None:
         # Read across threads on purpose: at worst a call cancelled this very moment runs.
@@ -134,9 +140,10 @@ class ConnectionThread:
         self._accepting = True
         # Calls queued and not yet finished: a call tried in place would overtake them.
         self._outstanding = 0
-        # Mean duration of recent calls (see _QUICK), and how many more calls go to the
-        # thread after a lock refusal.
-        self._recent_duration = 0.0
+        # Mean duration of recent calls (see _QUICK), reads and writes apart (quick reads
+        # must not let a write whose fsync turned slow run in place), and how many more
+        # calls go to the thread after a lock refusal.
+        self._recent = {False: 0.0, True: 0.0}
         self._thread_only = 0
         # Held while a call runs (here or on the thread), and while the connection
         # closes; a fork takes it to wait for calls in progress.
@@ -162,34 +169,36 @@ class ConnectionThread:
         function: Callable[[sqlite3.Connection], T],
         *,
         try_here: Callable[[sqlite3.Connection], T] | None = None,
+        writes: bool = False,
     ) -> T:
         """Run ``function(conn)`` on the thread, after every call submitted before it.
 
         With ``try_here``, first try ``try_here(conn)`` on the calling thread if the
         connection is idle and has been quick; it raises ``WouldWait`` rather than wait
-        for a lock, and ``function`` then runs on the thread as usual.
+        for a lock, and ``function`` then runs on the thread as usual. ``writes``: the
+        call writes (and syncs); writes and reads keep apart averages of their duration.
         """
         loop = asyncio.get_running_loop()
         with self._accepting_lock:
             if not self._accepting:
                 raise self._not_open()
-            idle = self._take_if_idle() if try_here is not None else None
+            idle = self._take_if_idle(writes) if try_here is not None else None
             if idle is None:
                 future: asyncio.Future[T] = loop.create_future()
                 self._outstanding += 1
-                self._calls.put(_Call(function, loop, future))
+                self._calls.put(_Call(function, loop, future, writes))
         if idle is None:
             return await future
         assert try_here is not None
         try:
-            return self._timed(try_here, idle)
+            return self._timed(try_here, idle, writes)
         except WouldWait:
             # Another connection holds a lock: it writes now and likely again soon, so
             # the next calls wait on the thread rather than be refused here first.
             self._thread_only = _THREAD_ONLY_AFTER_REFUSAL
         finally:
             self._running.release()
-        return await self.call(function)
+        return await self.call(function, writes=writes)
 
     def run_later(self, function: Callable[[sqlite3.Connection], object]) -> None:
         """Queue ``function(conn)`` on the thread with nobody waiting; it must not raise.
@@ -221,7 +230,7 @@ class ConnectionThread:
         # here; closing it could checkpoint or unlink files the parent still uses.
         keep_forever(self)
 
-    def _take_if_idle(self) -> sqlite3.Connection | None:
+    def _take_if_idle(self, writes: bool) -> sqlite3.Connection | None:
         """The connection, with ``_running`` taken, if a call may run in place now.
 
         Called under ``_accepting_lock``: open, nothing queued or running (so the call
@@ -231,19 +240,21 @@ class ConnectionThread:
             self._conn is None
             or self._outstanding
             or self._thread_only
-            or self._recent_duration >= _QUICK
+            or self._recent[writes] >= _QUICK
         ):
             return None
         return self._conn if self._running.acquire(blocking=False) else None
 
-    def _timed(self, function: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
-        """``function(conn)``, its duration counted in the recent average."""
+    def _timed(
+        self, function: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection, writes: bool
+    ) -> T:
+        """``function(conn)``, its duration counted in the recent average of its kind."""
         started = time.perf_counter()
         try:
             return function(conn)
         finally:
             took = time.perf_counter() - started
-            self._recent_duration += (took - self._recent_duration) / _RECENT_CALLS
+            self._recent[writes] += (took - self._recent[writes]) / _RECENT_CALLS
             if self._thread_only:
                 self._thread_only -= 1
 
@@ -260,10 +271,10 @@ class ConnectionThread:
         self._connected.set_result(None)
         while (item := self._calls.get()) is not None:
             with self._running:
-                if item.loop is None:  # background work says nothing of a call's time
-                    item.run(conn)
+                if item.loop is None or item.cancelled():
+                    item.run(conn)  # says nothing of a call's time: background, or skipped
                 else:
-                    self._timed(item.run, conn)
+                    self._timed(item.run, conn, item.writes)
             with self._accepting_lock:
                 self._outstanding -= 1
         try:

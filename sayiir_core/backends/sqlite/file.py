@@ -135,10 +135,11 @@ class SqliteFile(OpensAndCloses):
             action=action,
             busy_timeout=self._busy_timeout,
         )
+        writes = begin == "BEGIN IMMEDIATE"
         result = await worker.call(
-            run, try_here=functools.partial(run, wait=False) if here else None
+            run, try_here=functools.partial(run, wait=False) if here else None, writes=writes
         )
-        if begin == "BEGIN IMMEDIATE":
+        if writes:
             self._checkpoints.wrote(worker)
         return result
 
