@@ -335,21 +335,14 @@ class PostgresBackend(StepQueueByDelegation, OpensAndCloses):
         instance_id: str,
         token: int,
         write: StepWrite,
-        *extra: list[Any],
+        tickets: Sequence[StepTicket] | None = None,
     ) -> ControlRequest | None:
-        """Send ``statement`` (the commit, or the commit with more parts taking the
-        ``extra`` parameters) fenced by ``token``, resolving a lost reply."""
+        """Send ``statement`` (the commit, or with ``tickets`` the commit that also queues
+        them, even none) fenced by ``token``, resolving a lost reply."""
         # Everything is checked and encoded before the statement is sent: a refused
         # write leaves nothing behind.
+        convert.check_write(instance_id, write, tickets or (), self._max_payload)
         keys = [key for key, _ in write.checkpoints]
-        for index, (key, payload) in enumerate(write.checkpoints):
-            if key in keys[:index]:
-                raise LeaseLostError(
-                    f"instance {instance_id!r}: step {key!r} is already checkpointed"
-                )
-            self._check_size(payload, f"the checkpoint of step {key!r} of instance {instance_id!r}")
-        if write.output is not None:
-            self._check_size(write.output, f"the output of workflow instance {instance_id!r}")
         # A random id written with the step: after a lost connection it says for certain
         # whether this commit was applied (checkpoint keys cannot tell for a step
         # without checkpoints, nor updated_at on a coarse clock).
@@ -357,7 +350,8 @@ class PostgresBackend(StepQueueByDelegation, OpensAndCloses):
         params = convert.commit_params(
             instance_id, token, write, commit_id, self._sql.channel, self._sql.done_channel
         )
-        params.extend(extra)
+        if tickets is not None:
+            params.extend(ticket_columns(tickets))
 
         async def body(conn: Conn, attempt: Attempt) -> ControlRequest | None:
             try:
@@ -454,12 +448,9 @@ class PostgresBackend(StepQueueByDelegation, OpensAndCloses):
     async def commit_and_publish(
         self, instance_id: str, token: int, write: StepWrite, tickets: Sequence[StepTicket]
     ) -> ControlRequest | None:
-        for ticket in tickets:
-            self._check_size(ticket.input, f"the input of step {ticket.ref.step_key!r}")
         statement = self._steps.commit_and_publish_statement
-        columns = ticket_columns(tickets)
         return await self._fenced_commit(
-            "commit_and_publish", statement, instance_id, token, write, *columns
+            "commit_and_publish", statement, instance_id, token, write, tickets
         )
 
     # -- helpers ----------------------------------------------------------------------

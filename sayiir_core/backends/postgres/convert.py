@@ -26,6 +26,7 @@ from sayiir_core.backends.rows import (
     record_values,
     to_json,
 )
+from sayiir_core.backends.step_queue import StepTicket
 from sayiir_core.errors import LeaseLostError, PayloadTooLargeError
 from sayiir_core.status import Status
 
@@ -45,6 +46,22 @@ def check_size(payload: bytes, limit: int, what: str) -> None:
             f"max_payload_bytes={limit:,}; keep large data elsewhere (object storage, a "
             "table of your own) and pass a reference"
         )
+
+
+def check_write(
+    instance_id: str, write: StepWrite, tickets: Sequence[StepTicket], limit: int
+) -> None:
+    """Refuse, before anything is sent, what a fenced commit must not write: a step
+    checkpointed twice, and a checkpoint, output or step input over ``limit`` bytes."""
+    keys = [key for key, _ in write.checkpoints]
+    for index, (key, payload) in enumerate(write.checkpoints):
+        if key in keys[:index]:
+            raise LeaseLostError(f"instance {instance_id!r}: step {key!r} is already checkpointed")
+        check_size(payload, limit, f"the checkpoint of step {key!r} of instance {instance_id!r}")
+    if write.output is not None:
+        check_size(write.output, limit, f"the output of workflow instance {instance_id!r}")
+    for ticket in tickets:
+        check_size(ticket.input, limit, f"the input of step {ticket.ref.step_key!r}")
 
 
 def save_params(

@@ -264,7 +264,7 @@ class PostgresStepQueue:
     ) -> CommittedChain:
         """One statement; checked like ``PostgresBackend.commit_and_publish``."""
         instance_id, token = claim.instance.record.instance_id, claim.token
-        self._check_write(instance_id, write, tickets)
+        convert.check_write(instance_id, write, tickets, self._max_payload)
         owner, now = next_claim.owner, next_claim.now
         step_until, claim_until = now + next_claim.step_ttl, now + next_claim.claim_ttl
         commit_id = secrets.randbits(63)  # says for certain whether a lost reply applied
@@ -324,20 +324,6 @@ class PostgresStepQueue:
             return Done(CommittedChain(request, handed(steps[0]["claim_token"], token + 1)))
 
         return await self._session.run("commit_and_claim_next", body, resolve=resolve)
-
-    def _check_write(
-        self, instance_id: str, write: StepWrite, tickets: Sequence[StepTicket]
-    ) -> None:
-        """Refuse before sending what ``PostgresBackend``'s fenced commit refuses."""
-        keys = [key for key, _ in write.checkpoints]
-        if len(set(keys)) != len(keys):
-            raise LeaseLostError(f"instance {instance_id!r}: a step is checkpointed twice")
-        sized = [(payload, f"the checkpoint of step {key!r}") for key, payload in write.checkpoints]
-        if write.output is not None:
-            sized.append((write.output, f"the output of workflow instance {instance_id!r}"))
-        sized += [(t.input, f"the input of step {t.ref.step_key!r}") for t in tickets]
-        for payload, what in sized:
-            convert.check_size(payload, self._max_payload, what)
 
     async def _claim_read(self, conn: Conn, rows: Sequence[Any]) -> Claim:
         checkpoint_rows = await conn.fetch(self._advance.checkpoints_of, [rows[0]["instance_id"]])
